@@ -1,0 +1,84 @@
+"""``ComputeActor``: the capped process where a node's models run.
+
+It joins its cgroup first thing (before torch allocates, so memory is charged to the node),
+runs one intra-op thread (host-facts: more threads than the quota's cores waste it spinning) and,
+under the dilation backend, stretches each call to the class's time by sleeping the remainder.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import numpy as np
+import ray
+
+
+@ray.remote(num_cpus=0)
+class ComputeActor:
+    def __init__(self, plans: dict[str, dict[str, Any]], cgroup: dict[str, Any] | None, seed: int) -> None:
+        if cgroup is not None:
+            from testbed.emulation.cgroups import CgroupLeaf
+
+            CgroupLeaf(cgroup["name"], cgroup["mode"], tuple(cgroup["dirs"])).attach(os.getpid())
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        import torch
+
+        torch.set_num_threads(1)
+        torch.manual_seed(seed)
+        self.plans = plans  # node -> ComputePlan dict
+        self.models: dict[str, Any] = {}
+        self.cgroup = cgroup
+
+    def pid(self) -> tuple[int, float]:
+        import psutil
+
+        return os.getpid(), psutil.Process().create_time()
+
+    def load(self, key: str, model_name: str, seed: int, weights_path: str | None = None) -> str:
+        from testbed.workload import MODELS
+
+        if key not in self.models:
+            md = MODELS.get(model_name)
+            self.models[key] = md.build(md.num_classes, seed, weights_path)
+        return key
+
+    def forward(self, node: str, key: str, x: np.ndarray, sent_ns: int) -> tuple[np.ndarray, dict[str, int | float]]:
+        """Run model ``key`` for ``node`` on ``x``; returns the output and timings (ns)."""
+        import torch
+
+        start = time.monotonic_ns()
+        overhead_ms = (start - sent_ns) / 1e6
+        c0 = time.thread_time_ns()
+        with torch.inference_mode():
+            t = torch.from_numpy(np.ascontiguousarray(x))
+            if t.dtype == torch.uint8:  # camera frames travel as bytes
+                t = t.float().div_(255.0)
+            out = self.models[key](t).numpy()
+        cpu = time.thread_time_ns() - c0
+        wall = time.monotonic_ns() - start
+        plan = self.plans[node]
+        class_ns = cpu * plan["slowdown"] if plan["backend"] == "dilation" else wall
+        if plan["backend"] == "dilation" and class_ns > wall:
+            deadline = start + class_ns
+            while (rem := deadline - time.monotonic_ns()) > 0:
+                time.sleep(rem / 1e9 if rem > 200_000 else 0)
+        end = time.monotonic_ns()
+        if plan["backend"] != "dilation":
+            class_ns = end - start
+        return out, {"start_ns": start, "end_ns": end, "cpu_ns": cpu, "wall_ns": wall, "class_ns": int(class_ns),
+                     "call_overhead_ms": overhead_ms}
+
+    def bench(self, model_name: str, iters: int) -> list[float]:
+        """Latencies (ms) of ``model_name`` here, under this process's caps (for calibration)."""
+        from testbed.calibration import measure_latency_ms
+
+        return measure_latency_ms(model_name, iters=iters)
+
+    def set_limits(self, cores: float | None, memory_bytes: int | None, period_us: int) -> None:
+        from testbed.emulation.cgroups import CgroupLeaf
+
+        assert self.cgroup is not None
+        CgroupLeaf(self.cgroup["name"], self.cgroup["mode"], tuple(self.cgroup["dirs"])).set_limits(
+            cores, memory_bytes, period_us)

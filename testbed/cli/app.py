@@ -1,0 +1,168 @@
+"""``testbed``: one typer app, one small function per command, each calling one library function."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from testbed.errors import TestbedError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Edge-AI emulation testbed: run topologies of devices, edge nodes and clouds on Ray.")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def fail(exc: TestbedError) -> None:
+    err_console.print(f"[bold red]error[/] ({type(exc).__name__}): {exc}", highlight=False)
+    raise typer.Exit(exc.exit_code)
+
+
+def table_from_frame(df: object, title: str = "", floatfmt: str = "{:.2f}") -> Table:
+    import pandas as pd
+
+    assert isinstance(df, pd.DataFrame)
+    t = Table(title=title)
+    for c in df.columns:
+        t.add_column(str(c))
+    for _, row in df.iterrows():
+        t.add_row(*[floatfmt.format(v) if isinstance(v, float) else str(v) for v in row.tolist()])
+    return t
+
+
+@app.command()
+def validate(file: Annotated[Path, typer.Argument(help="topology or experiment YAML")]) -> None:
+    """Check a topology or experiment file."""
+    from testbed.config.loader import Experiment, load_any
+
+    try:
+        obj = load_any(file)
+    except TestbedError as exc:
+        fail(exc)
+        return
+    topo = obj.topology if isinstance(obj, Experiment) else obj
+    kind = "experiment" if isinstance(obj, Experiment) else "topology"
+    console.print(f"[green]ok[/]: {kind} {file} — {len(topo.nodes)} nodes, {len(topo.links)} links")
+
+
+@app.command()
+def run(experiment: Annotated[Path, typer.Argument(help="experiment YAML")],
+        address: Annotated[Optional[str], typer.Option(help="Ray cluster address (default: local Ray)")] = None,
+        out: Annotated[Path, typer.Option(help="results root")] = Path("results"),
+        no_fit: Annotated[bool, typer.Option("--no-fit", help="skip fitting cgroup quotas")] = False) -> None:
+    """Run an experiment and write its results directory."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from testbed.config.loader import load_experiment
+    from testbed.runner import run_experiment
+
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        exp = load_experiment(experiment)
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=console, transient=False) as prog:
+            task = prog.add_task(f"{exp.spec.name}: starting", total=None)
+
+            def progress(done: int, total: int, label: str) -> None:
+                prog.update(task, completed=done, total=total, description=f"{exp.spec.name}: {label or 'running'}")
+
+            outcome = run_experiment(exp, out, address, progress, fit_caps=not no_fit)
+    except TestbedError as exc:
+        fail(exc)
+        return
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/]: torn down; the partial run is kept and marked")
+        raise typer.Exit(130) from None
+    for w in outcome.warnings:
+        err_console.print(f"[yellow]warning[/]: {w}", highlight=False)
+    if not outcome.summary.empty:
+        console.print(table_from_frame(outcome.summary, title=f"{exp.spec.name} summary"))
+    console.print(f"results: {outcome.path}")
+
+
+@app.command()
+def doctor() -> None:
+    """Say which emulation backends this host supports, and why."""
+    from testbed.doctor import choose_backends, probe
+
+    caps = probe()
+    t = Table(title="host capabilities")
+    for c in ("capability", "ok", "detail"):
+        t.add_column(c)
+    for c in caps:
+        t.add_row(c.name, "[green]yes[/]" if c.ok else "[red]no[/]", c.detail)
+    console.print(t)
+    links, compute, reasons = choose_backends("auto", "auto", caps)
+    netem = next((c for c in caps if c.name == "tc-netem"), None)
+    console.print(f"auto backends: links=[bold]{links}[/], compute=[bold]{compute}[/]")
+    for r in reasons:
+        console.print(f"  {r}")
+    if links == "kernel" and netem is not None and not netem.ok:
+        console.print("  delay/jitter/loss: applied in the transport's receive path (no netem in this kernel)")
+
+
+@app.command()
+def clean(run_id: Annotated[Optional[str], typer.Option("--run", help="only this run id")] = None,
+          all_: Annotated[bool, typer.Option("--all", help="also runs whose owner is still alive")] = False) -> None:
+    """Remove namespaces, cgroups, routes and processes that killed runs left behind (idempotent)."""
+    from testbed.lifecycle.cleanup import clean as do_clean
+
+    rep = do_clean(run_id, include_live=all_)
+    for r in rep.removed:
+        console.print(f"removed {r}")
+    for s in rep.skipped_live_runs:
+        console.print(f"[yellow]skipped[/] run {s}: its owner is still running (use --all)")
+    for f in rep.failed:
+        err_console.print(f"[red]failed[/] {f}")
+    if not rep.removed and not rep.failed:
+        console.print("nothing to clean")
+    if rep.failed:
+        raise typer.Exit(5)
+
+
+@app.command()
+def schema(out: Annotated[Optional[Path], typer.Option(help="directory for the JSON Schema files")] = None) -> None:
+    """Export JSON Schemas of topology and experiment files."""
+    from testbed.config.models import Catalog, ExperimentSpec, TopologySpec
+
+    schemas = {"topology": TopologySpec.model_json_schema(), "experiment": ExperimentSpec.model_json_schema(),
+               "catalog": Catalog.model_json_schema()}
+    if out is None:
+        console.print_json(json.dumps(schemas))
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    for k, v in schemas.items():
+        (out / f"{k}.schema.json").write_text(json.dumps(v, indent=2))
+        console.print(f"wrote {out / (k + '.schema.json')}")
+
+
+@app.command()
+def report(run_dir: Annotated[Path, typer.Argument(help="a run directory under results/")]) -> None:
+    """Render report.html (summary table, latency CDF, per-hop breakdown, bytes per link)."""
+    from testbed.report import render_report
+
+    try:
+        out = render_report(run_dir)
+    except FileNotFoundError as exc:
+        err_console.print(f"[bold red]error[/]: {exc}")
+        raise typer.Exit(2) from None
+    console.print(f"report: {out}")
+
+
+def main() -> None:
+    try:
+        app()
+    except TestbedError as exc:  # pragma: no cover - commands catch their own
+        err_console.print(f"error: {exc}")
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

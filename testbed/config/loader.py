@@ -1,0 +1,250 @@
+"""YAML → validated models. Every error names the file, the YAML path, the bad value and the fix."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from testbed.config.models import Catalog, ExperimentSpec, LinkSpec, TopologySpec
+from testbed.errors import ConfigError
+from testbed.registry import did_you_mean
+from testbed.topology import Link, Node, Topology, assign_addresses
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_CATALOG_DIR = REPO_ROOT / "topologies" / "catalog"
+
+
+def _yaml_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif str(part).startswith("function-") or part in ("tuple", "list"):
+            continue
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping, turning I/O and syntax problems into ``ConfigError``."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the file: {exc.strerror}", file=str(p),
+                          fix="check the path (relative paths start from the current directory)") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise ConfigError(f"not valid YAML{where}: {getattr(exc, 'problem', exc)}", file=str(p),
+                          fix="fix the YAML syntax at that line") from None
+    if not isinstance(data, dict):
+        raise ConfigError("the file must hold a YAML mapping at the top level", file=str(p),
+                          fix="see topologies/README.md for the layout")
+    return data
+
+
+def validate_model(model: type[BaseModel], data: Any, file: str, prefix: str = "") -> Any:
+    """Validate ``data`` into ``model``; on failure raise one ``ConfigError`` listing each problem."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errs = exc.errors()
+        first = errs[0]
+        path = ".".join(p for p in (prefix, _yaml_path(first["loc"])) if p)
+        msg = first["msg"].removeprefix("Value error, ")
+        value = first.get("input")
+        if first["type"] == "extra_forbidden":
+            fix = "remove the key or correct its spelling"
+            msg = f"unknown key {_yaml_path(first['loc'][-1:])!r}"
+        elif first["type"] == "missing":
+            fix = "add the missing key"
+            msg = "required key is missing"
+        else:
+            fix = "correct the value (run `testbed schema` for every allowed key and type)"
+            if not isinstance(value, dict | list):
+                msg += f" (got {value!r})"
+        if len(errs) > 1:
+            others = "; ".join(".".join(p for p in (prefix, _yaml_path(e["loc"])) if p) for e in errs[1:4])
+            msg += f" [and {len(errs) - 1} more problem(s) at: {others}]"
+        raise ConfigError(msg, file=file, path=path or None, fix=fix) from None
+
+
+def load_catalog(directory: str | Path | None = None) -> Catalog:
+    """Load ``hardware.yaml`` and ``links.yaml`` from ``directory`` (default: the repo's catalog).
+
+    ``TESTBED_CATALOG_DIR`` overrides the default.
+    """
+    d = Path(directory or os.environ.get("TESTBED_CATALOG_DIR") or DEFAULT_CATALOG_DIR)
+    data: dict[str, Any] = {}
+    for fname in ("hardware.yaml", "links.yaml"):
+        data.update(read_yaml(d / fname))
+    hw = data.get("hardware_classes", {})
+    if isinstance(hw, dict):
+        data["hardware_classes"] = {k: {**v, "name": k} if isinstance(v, dict) else v for k, v in hw.items()}
+    cat: Catalog = validate_model(Catalog, data, str(d))
+    for name, hc in cat.hardware_classes.items():
+        if hc.nic_link_class not in cat.link_classes:
+            raise ConfigError(f"unknown link class {hc.nic_link_class!r}." + did_you_mean(
+                hc.nic_link_class, list(cat.link_classes)), file=str(d / "hardware.yaml"),
+                path=f"hardware_classes.{name}.nic_link_class", fix="use a key of links.yaml")
+    return cat
+
+
+def build_topology(spec: TopologySpec, catalog: Catalog, source: str) -> Topology:
+    """Resolve a ``TopologySpec`` against the catalog into a ``Topology`` (pure; no side effects)."""
+    names: dict[str, str] = {}
+    members: list[tuple[str, int]] = []  # (member name, index into spec.nodes)
+    pools: dict[str, tuple[str, ...]] = {}
+    for i, ns in enumerate(spec.nodes):
+        if ns.hardware_class not in catalog.hardware_classes:
+            raise ConfigError(
+                f"unknown hardware class {ns.hardware_class!r}." + did_you_mean(
+                    ns.hardware_class, list(catalog.hardware_classes)),
+                file=source, path=f"nodes[{i}].hardware_class",
+                fix="use one of: " + ", ".join(sorted(catalog.hardware_classes))
+                + " (or add a class to topologies/catalog/hardware.yaml)")
+        group = [ns.name] if ns.count == 1 else [f"{ns.name}{k}" for k in range(ns.count)]
+        if ns.count > 1:
+            pools[ns.name] = tuple(group)
+        for m in group + ([ns.name] if ns.count > 1 else []):
+            if m in names:
+                raise ConfigError(f"duplicate node name {m!r} (also {names[m]})", file=source,
+                                  path=f"nodes[{i}].name", fix="give every node (and pool member) a unique name")
+            names[m] = f"nodes[{i}]"
+        members.extend((m, i) for m in group)
+    member_set = {m for m, _ in members}
+    resolved_links: list[tuple[str, str, LinkSpec, LinkSpec, str | None]] = []
+    for j, ld in enumerate(spec.links):
+        ends: list[list[str]] = []
+        for k, end in enumerate(ld.ends):
+            if end in pools:
+                ends.append(list(pools[end]))
+            elif end in member_set:
+                ends.append([end])
+            else:
+                raise ConfigError(f"link end {end!r} is not a node." + did_you_mean(end, list(names)),
+                                  file=source, path=f"links[{j}].ends[{k}]",
+                                  fix="name a node declared under 'nodes'")
+        if len(ends[0]) > 1 and len(ends[1]) > 1:
+            raise ConfigError("a link cannot join two pools", file=source, path=f"links[{j}].ends",
+                              fix="link each pool to a single node (e.g. its edge)")
+        base_up = base_down = None
+        if ld.link_class is not None:
+            lc = catalog.link_classes.get(ld.link_class)
+            if lc is None:
+                raise ConfigError(f"unknown link class {ld.link_class!r}." + did_you_mean(
+                    ld.link_class, list(catalog.link_classes)), file=source, path=f"links[{j}].link_class",
+                    fix="use one of: " + ", ".join(sorted(catalog.link_classes)))
+            base_up, base_down = lc.up, lc.down
+        try:
+            up = ld.up.over(base_up) if ld.up else base_up
+            down = (ld.down.over(base_down) if ld.down else (base_down if ld.link_class else up))
+            if up is None or down is None:
+                raise ValueError("rate_mbit is required")
+        except ValueError as exc:
+            raise ConfigError(f"incomplete link shaping: {exc}", file=source, path=f"links[{j}].up",
+                              fix="give 'rate' (e.g. 10mbit) or a link_class") from None
+        for a in ends[0]:
+            for b in ends[1]:
+                resolved_links.append((a, b, up, down, ld.link_class))
+    seen_pairs: dict[frozenset[str], int] = {}
+    for j, (a, b, *_rest) in enumerate(resolved_links):
+        key = frozenset((a, b))
+        if key in seen_pairs:
+            raise ConfigError(f"two links join {a!r} and {b!r}", file=source, path="links",
+                              fix="keep one link per pair of nodes")
+        seen_pairs[key] = j
+    try:
+        node_addrs, link_addrs = assign_addresses(spec.address_pool, len(members), len(resolved_links))
+    except ValueError as exc:
+        raise ConfigError(str(exc), file=source, path="address_pool",
+                          fix="use a larger IPv4 network inside 198.18.0.0/15") from None
+    nodes = {}
+    for (m, i), addr in zip(members, node_addrs, strict=True):
+        ns = spec.nodes[i]
+        nodes[m] = Node(m, ns.tier, catalog.hardware_classes[ns.hardware_class], addr,
+                        pool=ns.name if ns.count > 1 else None)
+    links = []
+    for j, ((a, b, up, down, lc), (aa, ba, plen)) in enumerate(zip(resolved_links, link_addrs, strict=True)):
+        energy = catalog.link_classes[lc].tx_energy_uj_per_bit if lc else None
+        links.append(Link(j, a, b, up, down, lc, energy, aa, ba, plen))
+    topo = Topology(spec.name, nodes, tuple(links), spec.address_pool, source, pools)
+    comps = topo.components()
+    if len(comps) > 1:
+        parts = " | ".join(", ".join(sorted(c)[:6]) + (" ..." if len(c) > 6 else "") for c in comps)
+        raise ConfigError(f"the topology is disconnected: {len(comps)} separate parts: {parts}", file=source,
+                          path="links", fix="add links so that every node can reach every other node")
+    return topo
+
+
+def load_topology(path: str | Path, catalog: Catalog | None = None) -> Topology:
+    """Load and resolve a topology file.
+
+    Raises
+    ------
+    ConfigError
+        Naming the file, the YAML path and the fix.
+    """
+    data = read_yaml(path)
+    spec: TopologySpec = validate_model(TopologySpec, data, str(path))
+    return build_topology(spec, catalog or load_catalog(), str(path))
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A validated experiment: its spec, the resolved topology, and the workload's typed parameters."""
+
+    spec: ExperimentSpec
+    topology: Topology
+    params: BaseModel
+    source: str
+
+
+def resolve_relative(base_file: str | Path, ref: str) -> Path:
+    """Resolve ``ref`` relative to ``base_file``'s directory, then to the CWD, then to the repo root."""
+    for cand in (Path(base_file).parent / ref, Path(ref), REPO_ROOT / ref):
+        if cand.exists():
+            return cand
+    return Path(base_file).parent / ref
+
+
+def load_experiment(path: str | Path, catalog: Catalog | None = None) -> Experiment:
+    """Load an experiment file, its topology and its workload parameters."""
+    from testbed.workload import WORKLOADS  # registry only; workloads load through entry points
+    from testbed.registry import UnknownNameError
+
+    data = read_yaml(path)
+    spec: ExperimentSpec = validate_model(ExperimentSpec, data, str(path))
+    try:
+        wl = WORKLOADS.get(spec.workload.name)
+    except UnknownNameError as exc:
+        raise ConfigError(str(exc), file=str(path), path="workload.name",
+                          fix="use a registered workload name") from None
+    params = validate_model(wl.Params, spec.workload.params, str(path), prefix="workload.params")
+    topo_path = resolve_relative(path, spec.topology)
+    if not topo_path.exists():
+        raise ConfigError(f"topology file {spec.topology!r} not found", file=str(path), path="topology",
+                          fix="give a path relative to the experiment file or the repository root")
+    topo = load_topology(topo_path, catalog)
+    wl.check(params, topo, str(path))
+    return Experiment(spec, topo, params, str(path))
+
+
+def load_any(path: str | Path) -> Experiment | Topology:
+    """Validate a topology or an experiment file, whichever ``path`` holds."""
+    data = read_yaml(path)
+    if "workload" in data:
+        return load_experiment(path)
+    if "nodes" in data:
+        return load_topology(path)
+    raise ConfigError("neither a topology (no 'nodes') nor an experiment (no 'workload')", file=str(path),
+                      fix="a topology has 'nodes' and 'links'; an experiment has 'topology' and 'workload'")

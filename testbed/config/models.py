@@ -1,0 +1,220 @@
+"""Typed, frozen configuration models (pydantic v2) for catalogs, topologies and experiments.
+
+Raw models mirror the YAML; ``testbed.config.loader`` resolves names and defaults into a
+``Topology`` (see ``testbed.topology``) so that nothing past the loader sees a dict.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    field_validator,
+    model_validator,
+)
+
+from testbed.config.units import parse_rate_mbit, parse_time_ms
+
+NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,31}$")
+
+
+class Tier(str, enum.Enum):
+    """The three tiers of an edge-AI system."""
+
+    DEVICE = "device"
+    EDGE = "edge"
+    CLOUD = "cloud"
+
+
+class Frozen(BaseModel):
+    """Base of every config model: immutable, unknown keys rejected."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _check_name(value: str) -> str:
+    if not NAME_RE.fullmatch(value):
+        raise ValueError(
+            f"name {value!r} is not a valid identifier (letters, digits and '_', starting with a letter, "
+            "at most 32 characters); rename it, e.g. "
+            f"{re.sub(r'[^A-Za-z0-9_]', '_', value).lstrip('0123456789') or 'node1'!r}"
+        )
+    return value
+
+
+def _unit_aliases(data: Any) -> Any:
+    """Accept ``rate: 10mbit`` / ``delay: 20ms`` / ``jitter`` / ``loss`` beside the unit-suffixed names."""
+    if not isinstance(data, dict):
+        return data
+    out = dict(data)
+    for short, long_, parse in (("rate", "rate_mbit", parse_rate_mbit), ("delay", "delay_ms", parse_time_ms),
+                                ("jitter", "jitter_ms", parse_time_ms)):
+        if short in out:
+            if long_ in out:
+                raise ValueError(f"give either '{short}' or '{long_}', not both")
+            out[long_] = parse(out.pop(short))
+        elif isinstance(out.get(long_), str):
+            out[long_] = parse(out[long_])
+    if "loss" in out:
+        loss = out.pop("loss")
+        if isinstance(loss, str) and loss.strip().endswith("%"):
+            loss = float(loss.strip()[:-1])
+        out["loss_pct"] = loss
+    return out
+
+
+class LinkSpec(Frozen):
+    """Shaping of one direction of a link."""
+
+    rate_mbit: PositiveFloat
+    delay_ms: NonNegativeFloat = 0.0
+    jitter_ms: NonNegativeFloat = 0.0
+    loss_pct: float = Field(0.0, ge=0.0, le=100.0)
+
+    _aliases = model_validator(mode="before")(_unit_aliases)
+
+
+class LinkSpecPatch(Frozen):
+    """A partial ``LinkSpec`` merged field by field over a link class."""
+
+    rate_mbit: PositiveFloat | None = None
+    delay_ms: NonNegativeFloat | None = None
+    jitter_ms: NonNegativeFloat | None = None
+    loss_pct: float | None = Field(None, ge=0.0, le=100.0)
+
+    _aliases = model_validator(mode="before")(_unit_aliases)
+
+    def over(self, base: LinkSpec | None) -> LinkSpec:
+        """Merge this patch over ``base`` (fields set here win)."""
+        values = base.model_dump() if base else {}
+        values.update({k: v for k, v in self.model_dump().items() if v is not None})
+        return LinkSpec.model_validate(values)
+
+
+class LinkClass(Frozen):
+    """A named kind of link (Wi-Fi, LTE, WAN...) with published figures and their sources."""
+
+    description: str = ""
+    up: LinkSpec
+    down: LinkSpec
+    tx_energy_uj_per_bit: NonNegativeFloat | None = None
+    sources: dict[str, str] = Field(default_factory=dict)
+
+
+class ReferenceLatency(Frozen):
+    """A published batch-1 inference latency of one model on one device."""
+
+    value: PositiveFloat
+    framework: str
+    source: str
+
+
+class HardwareClass(Frozen):
+    """A class of hardware (Raspberry Pi 4, Jetson Nano, cloud GPU...) as data with sources."""
+
+    name: str = ""
+    description: str = ""
+    tier_hint: Tier
+    cores: PositiveInt
+    memory_mib: PositiveInt
+    power_idle_w: NonNegativeFloat | None = None
+    power_busy_w: NonNegativeFloat | None = None
+    accelerator: str | None = None
+    nic_link_class: str
+    reference_latency_ms: dict[str, ReferenceLatency] = Field(default_factory=dict)
+    sources: dict[str, str] = Field(default_factory=dict)
+
+
+class Catalog(Frozen):
+    """All hardware and link classes known to a run."""
+
+    hardware_classes: dict[str, HardwareClass] = Field(default_factory=dict)
+    link_classes: dict[str, LinkClass] = Field(default_factory=dict)
+
+
+class NodeSpec(Frozen):
+    """One emulated node, or a pool of ``count`` identical devices named ``<name>0..<name>{count-1}``."""
+
+    name: str
+    tier: Tier
+    hardware_class: str
+    count: PositiveInt = 1
+
+    _name = field_validator("name")(_check_name)
+
+    @field_validator("count", mode="before")
+    @classmethod
+    def _count(cls, value: Any) -> Any:
+        if isinstance(value, int) and value < 1:
+            raise ValueError(f"count {value} must be at least 1 (a pool of 0 devices is empty); remove the node instead")
+        return value
+
+
+class LinkDecl(Frozen):
+    """A link between two nodes: a named class, explicit shaping per direction, or a class with overrides.
+
+    ``up`` is the direction from ``ends[0]`` to ``ends[1]``; ``down`` the reverse. If only ``up`` is
+    given, ``down`` takes the same values.
+    """
+
+    ends: tuple[str, str]
+    link_class: str | None = None
+    up: LinkSpecPatch | None = None
+    down: LinkSpecPatch | None = None
+
+    @model_validator(mode="after")
+    def _something_given(self) -> LinkDecl:
+        if self.link_class is None and self.up is None:
+            raise ValueError("a link needs 'link_class' or 'up' (rate, delay, jitter, loss)")
+        if self.ends[0] == self.ends[1]:
+            raise ValueError(f"a link joins two different nodes, not {self.ends[0]!r} to itself")
+        return self
+
+
+class TopologySpec(Frozen):
+    """A topology file: nodes and links, plus the address pool emulated addresses come from."""
+
+    name: str
+    description: str = ""
+    nodes: list[NodeSpec] = Field(min_length=1)
+    links: list[LinkDecl] = Field(default_factory=list)
+    address_pool: str = "198.18.0.0/15"
+
+    _name = field_validator("name")(_check_name)
+
+
+class WorkloadSpec(Frozen):
+    """A workload by registered name with its parameters (validated by the workload's own model)."""
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class BackendChoice(Frozen):
+    """Which emulation backends to use; ``auto`` picks the best one the host supports."""
+
+    links: Literal["auto", "kernel", "userspace"] = "auto"
+    compute: Literal["auto", "cgroup", "dilation", "none"] = "auto"
+
+
+class ExperimentSpec(Frozen):
+    """An experiment file: a topology, a workload, how long, and a seed."""
+
+    name: str
+    description: str = ""
+    topology: str
+    workload: WorkloadSpec
+    requests: PositiveInt | None = None
+    duration_s: PositiveFloat | None = None
+    seed: int = 0
+    backends: BackendChoice = BackendChoice()
+
+    _name = field_validator("name")(_check_name)

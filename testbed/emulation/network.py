@@ -1,0 +1,187 @@
+"""Link backends behind one interface: ``kernel`` (netns + veth + tc) and ``userspace`` (transport only).
+
+Both hand each node a *binding* (namespace, address) for its transport endpoint and a
+``PathModel`` per peer that the endpoint applies on receive. The kernel backend shapes rate in
+tc on every hop and routes through intermediate namespaces; delay, jitter and loss are always in
+the transport (no netem on this kernel; a kernel with netem could move them down later).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+from testbed.config.models import LinkSpec
+from testbed.errors import ConfigError, PrivilegeError
+from testbed.lifecycle.cleanup import VETH_PREFIX, add_blackhole, blackhole_present
+from testbed.lifecycle.ledger import PREFIX, Ledger
+from testbed.topology import Topology
+from testbed.transport import PathModel
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Binding:
+    """Where a node's endpoint lives: namespace (None = current) and address."""
+
+    netns: str | None
+    address: str
+
+
+class NetworkBackend(ABC):
+    """Builds links for a topology; one instance per run."""
+
+    name: str = ""
+
+    def __init__(self, topology: Topology, run_id: str, ledger: Ledger) -> None:
+        self.topology = topology
+        self.run_id = run_id
+        self.ledger = ledger
+
+    @abstractmethod
+    def build(self) -> None:
+        """Create everything (recorded in the ledger first)."""
+
+    @abstractmethod
+    def binding(self, node: str) -> Binding:
+        """Where ``node``'s endpoint binds."""
+
+    def path_model(self, src: str, dst: str) -> PathModel:
+        """What the endpoint of ``dst`` emulates for traffic arriving from ``src``."""
+        p = self.topology.path(src, dst)
+        return PathModel(p.delay_ms, p.jitter_ms, p.loss_pct, None)
+
+    def set_link(self, index: int, up: LinkSpec, down: LinkSpec) -> None:
+        """Re-shape one link (scenario events); replaces earlier shaping."""
+
+    def teardown(self) -> None:
+        """Remove what ``build`` made (idempotent)."""
+
+    def info(self) -> dict[str, Any]:
+        return {"name": self.name}
+
+
+class UserspaceNetwork(NetworkBackend):
+    """No root needed: rate by a token bucket at the sender, delay/jitter/loss at the receiver.
+
+    Limits: the bucket is per sender and destination, so two senders sharing one emulated link
+    do not contend for it; a multi-hop path is modelled by its bottleneck rate and summed delay.
+    """
+
+    name = "userspace"
+
+    def build(self) -> None:
+        pass
+
+    def binding(self, node: str) -> Binding:
+        return Binding(None, "127.0.0.1")
+
+    def path_model(self, src: str, dst: str) -> PathModel:
+        p = self.topology.path(src, dst)
+        return PathModel(p.delay_ms, p.jitter_ms, p.loss_pct, p.rate_mbit)
+
+    def info(self) -> dict[str, Any]:
+        return {"name": self.name, "rate": "transport token bucket (wire bytes)",
+                "delay_jitter_loss": "transport receive hold (arrival + delay)"}
+
+
+class KernelNetwork(NetworkBackend):
+    """One namespace per node, a veth pair per link, TBF on each sending end, static shortest-path routes."""
+
+    name = "kernel"
+
+    def __init__(self, topology: Topology, run_id: str, ledger: Ledger) -> None:
+        super().__init__(topology, run_id, ledger)
+        self.built = False
+
+    def ns(self, node: str) -> str:
+        return f"{PREFIX}{self.run_id}-{node}"
+
+    def binding(self, node: str) -> Binding:
+        return Binding(self.ns(node), self.topology.nodes[node].address)
+
+    @staticmethod
+    def check_host(topology: Topology) -> None:
+        """Raise unless this host can run the kernel backend for ``topology``."""
+        if os.geteuid() != 0:
+            raise PrivilegeError("the kernel link backend needs root (network namespaces and tc); "
+                                 "run as root, or choose backends: {links: userspace} in the experiment")
+        if not os.access("/var/run", os.W_OK):
+            raise PrivilegeError("/var/run is not writable: named network namespaces cannot be created")
+        pool = ipaddress.ip_network(topology.address_pool)
+        from pyroute2 import IPRoute
+
+        with IPRoute() as ip:
+            for r in ip.get_routes(family=2):
+                dst, plen = r.get_attr("RTA_DST"), r["dst_len"]
+                if not dst or plen == 0 or r["type"] == 6:  # default route, or a blackhole (ours)
+                    continue
+                if r.get_attr("RTA_TABLE") not in (254, None):  # main table only
+                    continue
+                net = ipaddress.ip_network(f"{dst}/{plen}", strict=False)
+                if net.overlaps(pool):
+                    raise ConfigError(
+                        f"address pool {pool} collides with the host route {net}", file=topology.source,
+                        path="address_pool", fix="choose an address_pool inside 198.18.0.0/15 that no host route uses")
+
+    def build(self) -> None:
+        from testbed.emulation.netns import add_node_address, add_route, create_netns, create_veth
+        from testbed.emulation.tc import apply_rate
+
+        self.check_host(self.topology)
+        topo = self.topology
+        bh = "198.18.0.0/15"
+        if not blackhole_present(bh):
+            self.ledger.record("blackhole", bh)
+            add_blackhole(bh)
+        for name, node in topo.nodes.items():
+            self.ledger.record("netns", self.ns(name))
+            create_netns(self.ns(name))
+            add_node_address(self.ns(name), node.address)
+        for link in topo.links:
+            ha, hb = f"{VETH_PREFIX}{self.run_id[:6]}{link.index:x}a", f"{VETH_PREFIX}{self.run_id[:6]}{link.index:x}b"
+            self.ledger.record("veth", ha)
+            create_veth(ha, hb, self.ns(link.a), self.ns(link.b), self._ifname(link.index),
+                        self._ifname(link.index), link.a_address, link.b_address, link.prefixlen)
+            self.ledger.forget("veth", ha)  # moved into the namespaces: goes with them
+            apply_rate(self.ns(link.a), self._ifname(link.index), link.up)
+            apply_rate(self.ns(link.b), self._ifname(link.index), link.down)
+        for src in topo.nodes:
+            for dst, dnode in topo.nodes.items():
+                if dst == src:
+                    continue
+                nxt, link = topo.next_hop(src, dst)
+                gw = link.b_address if link.a == src else link.a_address
+                add_route(self.ns(src), f"{dnode.address}/32", gw)
+        self.built = True
+
+    @staticmethod
+    def _ifname(index: int) -> str:
+        return f"l{index}"
+
+    def set_link(self, index: int, up: LinkSpec, down: LinkSpec) -> None:
+        from testbed.emulation.tc import apply_rate
+
+        link = self.topology.links[index]
+        apply_rate(self.ns(link.a), self._ifname(index), up)
+        apply_rate(self.ns(link.b), self._ifname(index), down)
+
+    def teardown(self) -> None:
+        from testbed.lifecycle.cleanup import CleanReport, clean_entries
+
+        report = CleanReport()
+        clean_entries([e for e in self.ledger.pending() if e.kind in ("netns", "veth", "blackhole")],
+                      self.ledger, report)
+        if report.failed:
+            logger.warning("network teardown left: %s", report.failed)
+
+    def info(self) -> dict[str, Any]:
+        return {"name": self.name, "rate": "tc tbf on each veth (egress), gso_max_size 1500",
+                "delay_jitter_loss": "transport receive hold (arrival + delay); netem not used",
+                "routing": "static /32 routes along shortest paths, forwarding in intermediate namespaces",
+                "host_blackhole": "198.18.0.0/15"}

@@ -1,0 +1,184 @@
+"""Idempotent removal of what a run created, from its ledger or by our name prefix.
+
+Order (host-facts §5): processes of ours (by recorded PID and start time, never by name) →
+cgroups (tasks moved out, children first) → namespaces (their veths and ifbs go with them) →
+leftover host-side veths → the host blackhole route.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from testbed.lifecycle.ledger import PREFIX, Entry, Ledger, all_ledgers, owner_alive, read_pending
+
+logger = logging.getLogger(__name__)
+
+_ORDER = {"pid": 0, "cgroup": 1, "netns": 2, "veth": 3, "blackhole": 4}
+
+
+@dataclass
+class CleanReport:
+    """What a cleanup removed, and what it could not."""
+
+    removed: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    skipped_live_runs: list[str] = field(default_factory=list)
+
+
+def _kill_pid(data: dict[str, object]) -> bool:
+    import psutil
+
+    pid = int(str(data["pid"]))
+    try:
+        proc = psutil.Process(pid)
+        start = data.get("start")
+        if start is not None and abs(proc.create_time() - float(str(start))) > 1.0:
+            return False  # the PID was reused by some other process: not ours
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(5)
+    except psutil.NoSuchProcess:
+        pass
+    return True
+
+
+def remove_entry(e: Entry) -> None:
+    """Remove one recorded object; an object that is already gone counts as removed."""
+    if e.kind == "pid":
+        _kill_pid(e.data)
+    elif e.kind == "cgroup":
+        from testbed.emulation.cgroups import CgroupLeaf
+
+        CgroupLeaf(e.name, str(e.data.get("mode", "v1")), tuple(e.data["dirs"])).remove()
+    elif e.kind == "netns":
+        from testbed.emulation.netns import remove_netns
+
+        remove_netns(e.name)
+    elif e.kind == "veth":
+        _remove_host_link(e.name)
+    elif e.kind == "blackhole":
+        remove_blackhole(e.name)
+    else:  # pragma: no cover - a newer ledger format
+        logger.warning("unknown ledger entry kind %s (%s)", e.kind, e.name)
+
+
+def _remove_host_link(ifname: str) -> None:
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ip:
+        idx = ip.link_lookup(ifname=ifname)
+        if idx:
+            ip.link("del", index=idx[0])
+
+
+def blackhole_present(dst: str) -> bool:
+    from pyroute2 import IPRoute
+
+    net, plen = dst.split("/")
+    with IPRoute() as ip:
+        for r in ip.get_routes(family=2, type="blackhole"):
+            if r.get_attr("RTA_DST") == net and r["dst_len"] == int(plen):
+                return True
+    return False
+
+
+def add_blackhole(dst: str) -> None:
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ip:
+        ip.route("add", dst=dst, type="blackhole")
+
+
+def remove_blackhole(dst: str) -> None:
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    with IPRoute() as ip:
+        try:
+            ip.route("del", dst=dst, type="blackhole")
+        except NetlinkError as exc:
+            if exc.code != 3:  # ESRCH: no such route
+                raise
+
+
+def clean_entries(entries: list[Entry], ledger: Ledger | None, report: CleanReport) -> None:
+    """Remove ``entries`` in teardown order (reverse creation within each kind)."""
+    ordered = sorted(enumerate(entries), key=lambda t: (_ORDER.get(t[1].kind, 9), -t[0]))
+    for _, e in ordered:
+        try:
+            remove_entry(e)
+            report.removed.append(f"{e.kind} {e.name}")
+            if ledger is not None:
+                ledger.forget(e.kind, e.name)
+        except Exception as exc:  # keep going: one stuck object must not strand the others
+            report.failed.append(f"{e.kind} {e.name}: {exc}")
+            logger.warning("could not remove %s %s: %s", e.kind, e.name, exc)
+
+
+def clean(run_id: str | None = None, include_live: bool = False) -> CleanReport:
+    """Remove what dead runs (or run ``run_id``) left behind, then anything else with our prefix.
+
+    Parameters
+    ----------
+    run_id:
+        Only this run's ledger. ``None``: every ledger whose owner process is gone.
+    include_live:
+        Also clean runs whose owner is still running (``testbed clean --all``).
+    """
+    report = CleanReport()
+    for path in all_ledgers():
+        rid = path.stem
+        if run_id is not None and rid != run_id:
+            continue
+        if not include_live and owner_alive(path) and path.stem != run_id:
+            report.skipped_live_runs.append(rid)
+            continue
+        ledger = Ledger(rid, path.parent)
+        clean_entries(read_pending(path), ledger, report)
+        if not read_pending(path):
+            path.unlink(missing_ok=True)
+    if run_id is None and not report.skipped_live_runs:
+        _sweep_prefix(report)
+    return report
+
+
+def _sweep_prefix(report: CleanReport) -> None:
+    """Objects with our prefix that no ledger mentions (e.g. the ledger itself was lost)."""
+    from testbed.emulation.cgroups import CgroupLeaf, cgroup_mode, list_leaves
+    from testbed.emulation.netns import list_netns
+
+    if os.geteuid() != 0:
+        return
+    mode = cgroup_mode()
+    for d in sorted(list_leaves(PREFIX), key=len, reverse=True):
+        try:
+            CgroupLeaf(Path(d).name, mode, (d,)).remove()
+            report.removed.append(f"cgroup {d}")
+        except OSError as exc:
+            report.failed.append(f"cgroup {d}: {exc}")
+    for ns in list_netns(PREFIX):
+        from testbed.emulation.netns import remove_netns
+
+        try:
+            remove_netns(ns)
+            report.removed.append(f"netns {ns}")
+        except OSError as exc:
+            report.failed.append(f"netns {ns}: {exc}")
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ip:
+        for link in ip.get_links():
+            name = link.get_attr("IFLA_IFNAME") or ""
+            if name.startswith(VETH_PREFIX):
+                ip.link("del", index=link["index"])
+                report.removed.append(f"veth {name}")
+    for dst in ("198.18.0.0/15",):
+        if blackhole_present(dst):
+            remove_blackhole(dst)
+            report.removed.append(f"blackhole {dst}")
+
+
+VETH_PREFIX = "tbv"  # host-side transient veth names: tbv<run6><idx><a|b>

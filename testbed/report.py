@@ -1,0 +1,116 @@
+"""``testbed report RUN_DIR``: one HTML page with the summary table and matplotlib plots."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from testbed.results import link_bytes, load, request_table
+
+
+def _png(fig: Any) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return f'<img src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}"/>'
+
+
+def _plots(spans: pd.DataFrame, resources: pd.DataFrame, manifest: dict[str, Any]) -> list[tuple[str, str]]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out: list[tuple[str, str]] = []
+    rt = request_table(spans)
+    if not rt.empty:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for (dev, phase), g in rt.groupby(["device", "phase"]):
+            v = g.latency_ms.sort_values().to_numpy()
+            ax.step(v, [(i + 1) / len(v) for i in range(len(v))], where="post", label=f"{dev} → {phase}")
+        ax.set_xscale("log")
+        ax.set_xlabel("end-to-end latency (ms)")
+        ax.set_ylabel("CDF")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+        out.append(("Latency CDF per device and tier", _png(fig)))
+
+        cols = [c for c in ("compute_ms", "transfer_ms", "queue_ms") if c in rt]
+        br = rt.groupby(["device", "phase"])[cols + ["latency_ms"]].mean().fillna(0.0)
+        br["other_ms"] = (br["latency_ms"] - br[cols].sum(axis=1)).clip(lower=0)
+        fig, ax = plt.subplots(figsize=(8, 4))
+        br[cols + ["other_ms"]].plot.bar(stacked=True, ax=ax)
+        ax.set_ylabel("mean time per request (ms)")
+        ax.set_xlabel("")
+        ax.tick_params(axis="x", labelrotation=45, labelsize=7)
+        out.append(("Per-hop breakdown (compute, transfer incl. link delay, queue, other = actor/driver overhead)",
+                    _png(fig)))
+
+    lb = link_bytes(spans, manifest.get("path_links", {}))
+    if not lb.empty:
+        fig, ax = plt.subplots(figsize=(7, 0.4 * len(lb) + 1.5))
+        ax.barh(lb.link, lb.bytes / 1e6)
+        ax.set_xlabel("MB carried (transfer spans, per link and direction)")
+        out.append(("Bytes per link", _png(fig)))
+
+    if not resources.empty:
+        comp = resources[resources.process == "compute"]
+        if not comp.empty:
+            fig, ax = plt.subplots(figsize=(7, 3.5))
+            t0 = comp.t_ns.min()
+            for node, g in comp.groupby("node"):
+                ax.plot((g.t_ns - t0) / 1e9, g.cpu_pct, label=node)
+            ax.set_xlabel("time (s)")
+            ax.set_ylabel("compute process CPU %")
+            ax.legend(fontsize=7)
+            out.append(("CPU use of each node's compute process (psutil)", _png(fig)))
+    return out
+
+
+def render_report(run_dir: str | Path) -> Path:
+    """Write ``report.html`` into the run directory and return its path.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``run_dir`` is not a run directory.
+    """
+    r = load(run_dir)
+    m = r.manifest
+    parts = [f"<h1>Run {html.escape(m.get('experiment', ''))} / {html.escape(m.get('run_id', ''))}</h1>",
+             f"<p>status: <b>{html.escape(str(m.get('status')))}</b>"
+             + (" (partial)" if m.get("partial") else "")
+             + f"; backends: {html.escape(json.dumps(m.get('backends', {}).get('links')))} links, "
+             f"{html.escape(json.dumps(m.get('backends', {}).get('compute')))} compute; seed {m.get('seed')}; "
+             f"git {html.escape(str(m.get('git', {}).get('revision')))}</p>"]
+    if m.get("warnings"):
+        parts.append("<h2>Warnings</h2><ul>" + "".join(f"<li>{html.escape(w)}</li>" for w in m["warnings"]) + "</ul>")
+    if not r.summary.empty:
+        parts.append("<h2>Summary</h2>" + r.summary.to_html(index=False, float_format=lambda v: f"{v:.2f}"))
+    if not r.resources.empty and "nr_throttled" in r.resources:
+        thr = r.resources[r.resources.process == "compute"].groupby("node").agg(
+            cpu_pct_max=("cpu_pct", "max"), rss_max_mib=("rss_bytes", lambda s: s.max() / 2**20),
+            nr_throttled=("nr_throttled", "max"), throttled_ms=("throttled_ms", "max"))
+        parts.append("<h2>Caps: did a node hit its cap?</h2>" + thr.reset_index().to_html(
+            index=False, float_format=lambda v: f"{v:.1f}"))
+    plans = m.get("compute_plans", {})
+    if plans:
+        pdf = pd.DataFrame(plans.values())[["node", "hardware_class", "model", "backend", "target_ms", "slowdown",
+                                            "cpu_cores", "host_speed", "basis"]]
+        parts.append("<h2>Compute caps</h2>" + pdf.to_html(index=False, float_format=lambda v: f"{v:.3f}"))
+    for title, img in _plots(r.spans, r.resources, m):
+        parts.append(f"<h2>{html.escape(title)}</h2>{img}")
+    page = ("<!doctype html><html><head><meta charset='utf-8'><title>testbed report</title><style>"
+            "body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse;font-size:12px}"
+            "td,th{border:1px solid #ccc;padding:2px 6px}</style></head><body>" + "\n".join(parts) + "</body></html>")
+    out = Path(run_dir) / "report.html"
+    out.write_text(page)
+    return out

@@ -1,0 +1,89 @@
+"""Run directories: ``results/<experiment>/<YYYYmmdd-HHMMSS>-<run8>/`` and their loader.
+
+A run directory holds ``manifest.json`` (status: running → complete | failed | interrupted),
+``topology.resolved.json``, ``spans/part-*.parquet``, ``resources/part-*.parquet``,
+``summary.csv``/``summary.json`` and, after ``testbed report``, ``report.html``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from testbed.metrics import SPAN_COLUMNS
+
+
+@dataclass
+class RunResults:
+    """A loaded run."""
+
+    path: Path
+    manifest: dict[str, Any]
+    spans: pd.DataFrame
+    resources: pd.DataFrame
+    summary: pd.DataFrame
+
+    @property
+    def complete(self) -> bool:
+        return self.manifest.get("status") == "complete"
+
+
+def _read_parts(d: Path, columns: list[str] | None = None) -> pd.DataFrame:
+    parts = sorted(d.glob("part-*.parquet")) if d.exists() else []
+    if not parts:
+        return pd.DataFrame(columns=columns)
+    return pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+
+
+def load(path: str | Path) -> RunResults:
+    """Load a run directory into DataFrames.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` has no manifest.json.
+    """
+    p = Path(path)
+    mf = p / "manifest.json"
+    if not mf.exists():
+        raise FileNotFoundError(f"{p} is not a run directory (no manifest.json)")
+    manifest = json.loads(mf.read_text())
+    summary = pd.read_csv(p / "summary.csv") if (p / "summary.csv").exists() else pd.DataFrame()
+    return RunResults(p, manifest, _read_parts(p / "spans", SPAN_COLUMNS), _read_parts(p / "resources"), summary)
+
+
+def write_json(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    tmp.replace(path)
+
+
+def request_table(spans: pd.DataFrame) -> pd.DataFrame:
+    """One row per request: end-to-end latency and its breakdown (compute, transfer, queue), bytes, energy."""
+    if spans.empty:
+        return pd.DataFrame()
+    req = spans[spans.kind == "request"].set_index(["phase", "request_id"])
+    parts = spans[spans.kind.isin(["compute", "transfer", "queue"]) & (spans.request_id >= 0)]
+    agg = parts.pivot_table(index=["phase", "request_id"], columns="kind", values="duration_ms", aggfunc="sum")
+    agg = agg.add_suffix("_ms")
+    by = parts.groupby(["phase", "request_id"])
+    extra = pd.DataFrame({"bytes": by["bytes"].sum(), "energy_j": by["energy_j"].sum()})
+    out = req[["node", "duration_ms", "attrs"]].rename(columns={"duration_ms": "latency_ms", "node": "device"})
+    out = out.join(agg).join(extra)
+    out["target"] = out["attrs"].map(lambda a: json.loads(a).get("target", "") if a else "")
+    out["target_tier"] = out["attrs"].map(lambda a: json.loads(a).get("target_tier", "") if a else "")
+    return out.drop(columns=["attrs"]).reset_index()
+
+
+def link_bytes(spans: pd.DataFrame, hops: dict[str, list[str]]) -> pd.DataFrame:
+    """Bytes per link and direction, from transfer spans and each pair's path (``"a>b" -> [link names]``)."""
+    rows: dict[str, int] = {}
+    tr = spans[spans.kind == "transfer"]
+    for (src, dst), b in tr.groupby(["src", "dst"])["bytes"].sum().items():
+        for hop in hops.get(f"{src}>{dst}", []):
+            rows[hop] = rows.get(hop, 0) + int(b)
+    return pd.DataFrame(sorted(rows.items()), columns=["link", "bytes"])

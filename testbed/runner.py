@@ -1,0 +1,208 @@
+"""``run_experiment``: runs a workload on a testbed, owns the clock, seeds, results directory and manifest."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import platform
+import secrets
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from testbed.config.loader import REPO_ROOT, Experiment
+from testbed.doctor import choose_backends
+from testbed.metrics import SPAN_COLUMNS, ChunkWriter
+from testbed.results import write_json
+from testbed.testbed import Testbed
+from testbed.workload import WORKLOADS
+
+logger = logging.getLogger(__name__)
+
+PACKAGES = ["ray", "torch", "torchvision", "numpy", "pyroute2", "psutil", "pandas", "pyarrow", "pydantic"]
+
+
+@dataclass
+class RunOutcome:
+    """What a run produced."""
+
+    run_id: str
+    path: Path
+    status: str
+    summary: pd.DataFrame
+    warnings: list[str] = field(default_factory=list)
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+
+def git_revision() -> dict[str, Any]:
+    try:
+        rev = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5).stdout.strip()
+        dirty = bool(subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
+                                    capture_output=True, text=True, timeout=5).stdout.strip())
+        return {"revision": rev or None, "dirty": dirty}
+    except (OSError, subprocess.SubprocessError):
+        return {"revision": None, "dirty": None}
+
+
+def host_info() -> dict[str, Any]:
+    import psutil
+
+    from testbed.emulation.cgroups import cgroup_mode
+
+    return {"hostname": platform.node(), "kernel": platform.release(), "machine": platform.machine(),
+            "cpus": os.cpu_count(), "memory_bytes": psutil.virtual_memory().total,
+            "python": platform.python_version(), "cgroup": cgroup_mode(), "euid": os.geteuid()}
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for p in PACKAGES:
+        try:
+            out[p] = version(p)
+        except PackageNotFoundError:
+            out[p] = "absent"
+    return out
+
+
+@contextmanager
+def _signals_raise() -> Iterator[None]:
+    """SIGTERM (and SIGINT) unwind the run like Ctrl-C, so teardown runs on every exit path."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def new_run_dir(out_root: str | Path, experiment: str) -> tuple[str, Path]:
+    """A fresh, never reused run directory."""
+    while True:
+        run_id = secrets.token_hex(4)
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        path = Path(out_root) / experiment / f"{stamp}-{run_id}"
+        if not path.exists():
+            path.mkdir(parents=True)
+            return run_id, path
+
+
+def topology_dict(exp: Experiment) -> dict[str, Any]:
+    t = exp.topology
+    return {"name": t.name, "source": t.source, "address_pool": t.address_pool,
+            "nodes": {n: {"tier": v.tier.value, "hardware_class": v.hardware.name, "address": v.address,
+                          "pool": v.pool} for n, v in t.nodes.items()},
+            "links": [{"index": lk.index, "a": lk.a, "b": lk.b, "link_class": lk.link_class,
+                       "up": lk.up.model_dump(), "down": lk.down.model_dump(), "a_address": lk.a_address,
+                       "b_address": lk.b_address} for lk in t.links]}
+
+
+def run_experiment(exp: Experiment, out_root: str | Path = "results", address: str | None = None,
+                   progress: Callable[[int, int, str], None] | None = None, fit_caps: bool = True,
+                   drain_every_s: float = 2.0) -> RunOutcome:
+    """Run an experiment end to end and write its results directory.
+
+    Raises
+    ------
+    TestbedError
+        Configuration, privilege or emulation problems (the run directory is kept, marked failed).
+    KeyboardInterrupt
+        On SIGINT/SIGTERM, after teardown (the run is marked interrupted).
+    """
+    spec = exp.spec
+    links, compute, reasons = choose_backends(spec.backends.links, spec.backends.compute)
+    wl_cls = WORKLOADS.get(spec.workload.name)
+    workload = wl_cls(exp.params, spec.requests, spec.seed)
+    run_id, path = new_run_dir(out_root, spec.name)
+    manifest: dict[str, Any] = {
+        "run_id": run_id, "experiment": spec.name, "experiment_file": exp.source, "status": "running",
+        "started": dt.datetime.now(dt.UTC).isoformat(), "seed": spec.seed,
+        "config": spec.model_dump(mode="json"), "workload_params": exp.params.model_dump(mode="json"),
+        "backends": {"links": links, "compute": compute, "why": reasons}, "host": host_info(),
+        "packages": package_versions(), "git": git_revision(), "warnings": [],
+    }
+    write_json(path / "manifest.json", manifest)
+    write_json(path / "topology.resolved.json", topology_dict(exp))
+    spans_w, res_w = ChunkWriter(path / "spans", SPAN_COLUMNS), ChunkWriter(path / "resources")
+    summary = pd.DataFrame()
+    t_start = time.monotonic()
+    tb: Testbed | None = None
+    try:
+        with _signals_raise():
+            tb = Testbed(exp.topology, run_id, spec.seed, links, compute, workload.node_models(exp.topology), address)
+            with tb:
+                manifest["backends"]["links_detail"] = tb.network.info() if tb.network else {}
+                manifest["compute_plans"] = {n: p.to_dict() for n, p in tb.plans().items()}
+                manifest["warnings"] = list(tb.warnings)
+                manifest["setup_timings_s"] = dict(tb.timings)
+                write_json(path / "manifest.json", manifest)
+                if compute == "cgroup" and fit_caps:
+                    manifest["calibration_fit"] = tb.fit_caps()
+                    manifest["compute_plans"] = {n: p.to_dict() for n, p in tb.plans().items()}
+                workload.setup(tb)
+                total = workload.total_steps()
+                done = 0
+                last_drain = time.monotonic()
+                if progress:
+                    progress(0, total, "")
+                while True:
+                    res = workload.step(tb)
+                    done += res.progress
+                    if progress:
+                        progress(done, total, str(res.info.get("label", "")))
+                    if time.monotonic() - last_drain > drain_every_s or res.done:
+                        s, r = tb.drain()
+                        spans_w.write(s)
+                        res_w.write(r)
+                        last_drain = time.monotonic()
+                    if res.done:
+                        break
+                workload.teardown(tb)
+                s, r = tb.drain()
+                spans_w.write(s)
+                res_w.write(r)
+                manifest["bytes_by_pair"] = tb.byte_counters()
+                manifest["path_links"] = {f"{a}>{b}": [h.link.name + (":up" if h.src == h.link.a else ":down")
+                                                      for h in exp.topology.path(a, b).hops]
+                                          for a in exp.topology.nodes for b in exp.topology.nodes if a != b}
+        manifest["status"] = "complete"
+    except KeyboardInterrupt:
+        manifest["status"] = "interrupted"
+        raise
+    except BaseException as exc:
+        manifest["status"] = "failed"
+        manifest["error"] = f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        manifest["finished"] = dt.datetime.now(dt.UTC).isoformat()
+        manifest["wall_s"] = time.monotonic() - t_start
+        manifest["partial"] = manifest["status"] != "complete"
+        manifest["rows"] = {"spans": spans_w.rows, "resources": res_w.rows}
+        if spans_w.rows:
+            from testbed.results import load
+
+            spans = load(path).spans
+            summary = workload.summarize(spans)
+            if not summary.empty:
+                summary.to_csv(path / "summary.csv", index=False)
+                write_json(path / "summary.json", json.loads(summary.to_json(orient="records")))
+        write_json(path / "manifest.json", manifest)
+    return RunOutcome(run_id, path, manifest["status"], summary, manifest["warnings"], manifest)

@@ -1,0 +1,304 @@
+"""``Testbed``: the live system. Building a ``Topology`` onto Ray, links and caps happens only here.
+
+``with Testbed(...) as tb:`` composes every resource with an ``ExitStack`` so a failure halfway
+through setup unwinds what already exists, in reverse order; each kernel object is in the run's
+ledger before it is created.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import statistics
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+from testbed.calibration import CalibrationStore, ComputePlan, plan_compute
+from testbed.config.models import Tier
+from testbed.emulation.network import KernelNetwork, NetworkBackend, UserspaceNetwork
+from testbed.errors import EmulationError, PrivilegeError
+from testbed.lifecycle.ledger import PREFIX, Ledger
+from testbed.topology import Topology
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Group:
+    """Nodes hosted by one NodeActor (one node, or a device pool) and their compute actor."""
+
+    name: str
+    nodes: list[str]
+    node_actor: Any = None
+    compute_actor: Any = None
+    cgroup: dict[str, Any] | None = None
+    plans: dict[str, ComputePlan] = field(default_factory=dict)
+
+
+class Testbed:
+    """The live testbed for one run.
+
+    Parameters
+    ----------
+    topology:
+        The resolved topology.
+    run_id:
+        Eight hex digits; prefixes every kernel object (``tb-<run_id>-...``).
+    links, compute:
+        Backends: ``kernel``/``userspace`` and ``cgroup``/``dilation``/``none`` (already resolved).
+    models:
+        node -> the model it will run (calibration and caps depend on it); ``None`` for none.
+    address:
+        A Ray cluster address, or ``None`` to start (and stop) a local Ray.
+    """
+
+    def __init__(self, topology: Topology, run_id: str, seed: int, links: str, compute: str,
+                 models: dict[str, str | None], address: str | None = None) -> None:
+        self.topology = topology
+        self.run_id = run_id
+        self.seed = seed
+        self.links_backend = links
+        self.compute_backend = compute
+        self.models = models
+        self.address = address
+        self.ledger = Ledger(run_id)
+        self.network: NetworkBackend | None = None
+        self.groups: dict[str, Group] = {}
+        self.node_group: dict[str, Group] = {}
+        self.warnings: list[str] = []
+        self.timings: dict[str, float] = {}
+        self._stack = ExitStack()
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def __enter__(self) -> Testbed:
+        try:
+            self._build()
+        except BaseException:
+            self._stack.close()
+            self.ledger.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Tear everything down (LIFO; safe to call twice)."""
+        try:
+            self._stack.close()
+        finally:
+            self.ledger.close()
+
+    def _build(self) -> None:
+        import ray
+
+        t0 = time.monotonic()
+        if self.links_backend == "kernel":
+            KernelNetwork.check_host(self.topology)
+        if self.compute_backend == "cgroup" and os.geteuid() != 0:
+            raise PrivilegeError("the cgroup compute backend needs root; use backends: {compute: dilation}")
+        if not ray.is_initialized():
+            ray.init(address=self.address, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
+                     configure_logging=False, namespace="testbed")
+            self._stack.callback(ray.shutdown)
+        self.timings["ray_init_s"] = time.monotonic() - t0
+
+        net: NetworkBackend = (KernelNetwork if self.links_backend == "kernel" else UserspaceNetwork)(
+            self.topology, self.run_id, self.ledger)
+        self.network = net
+        self._stack.callback(net.teardown)
+        t1 = time.monotonic()
+        net.build()
+        self.timings["network_build_s"] = time.monotonic() - t1
+
+        store = CalibrationStore.load()
+        plans = {n: plan_compute(n, node.hardware, self.models.get(n), self._node_compute_backend(n), store)
+                 for n, node in self.topology.nodes.items()}
+        self._check_oversubscription(plans)
+        for n, node in self.topology.nodes.items():
+            gname = node.pool or n
+            g = self.groups.setdefault(gname, Group(gname, []))
+            g.nodes.append(n)
+            g.plans[n] = plans[n]
+            self.node_group[n] = g
+        t2 = time.monotonic()
+        self._start_actors()
+        self.timings["actors_start_s"] = time.monotonic() - t2
+
+    def _node_compute_backend(self, node: str) -> str:
+        # A pool shares one compute process; per-device CFS quotas cannot apply, so pools use dilation.
+        if self.compute_backend == "cgroup" and self.topology.nodes[node].pool is not None:
+            return "dilation"
+        return self.compute_backend
+
+    def _check_oversubscription(self, plans: dict[str, ComputePlan]) -> None:
+        host = os.cpu_count() or 1
+        total = sum(p.cpu_cores if p.cpu_cores is not None else p.threads for p in plans.values())
+        if total > host:
+            self.warnings.append(
+                f"the compute caps add up to {total:.2f} cores on a {host}-core host: timings stay faithful only "
+                "while nodes do not all compute at once (host-facts: quotas are ceilings, not reservations)")
+        for p in plans.values():
+            if p.host_speed and p.model:
+                self.warnings.append(f"node {p.node} ({p.hardware_class}) runs {p.model} at host speed: {p.basis}")
+
+    def _placement(self, tier: Tier) -> dict[str, float]:
+        import ray
+
+        res = f"testbed_{tier.value}"
+        return {res: 0.001} if res in ray.cluster_resources() else {}
+
+    def _start_actors(self) -> None:
+        import ray
+
+        from testbed.emulation.cgroups import CgroupLeaf, cgroup_mode
+
+        from testbed.workload import ACTORS
+
+        ComputeActor, NodeActor = ACTORS.get("compute"), ACTORS.get("node")
+        topo = self.topology
+        for g in self.groups.values():
+            plan0 = g.plans[g.nodes[0]]
+            if plan0.backend == "cgroup":
+                leaf = CgroupLeaf.plan(f"{PREFIX}{self.run_id}-{g.name}", cgroup_mode())
+                self.ledger.record("cgroup", leaf.name, mode=leaf.mode, dirs=list(leaf.dirs))
+                self._stack.callback(self._remove_cgroup, leaf)
+                leaf.create(plan0.cpu_cores, plan0.memory_bytes, plan0.period_us)
+                g.cgroup = {"name": leaf.name, "mode": leaf.mode, "dirs": list(leaf.dirs)}
+            tier = topo.nodes[g.nodes[0]].tier
+            opts = {"resources": self._placement(tier), "max_concurrency": max(1, len(g.nodes))}
+            g.compute_actor = ComputeActor.options(**opts).remote(
+                {n: p.to_dict() for n, p in g.plans.items()}, g.cgroup, self.seed)
+            self._stack.callback(ray.kill, g.compute_actor, no_restart=True)
+        for g in self.groups.values():
+            pid, start = ray.get(g.compute_actor.pid.remote(), timeout=120)
+            self.ledger.record("pid", str(pid), pid=pid, start=start)
+        for g in self.groups.values():
+            specs = []
+            for n in g.nodes:
+                node = topo.nodes[n]
+                b = self._net.binding(n)
+                energy = {}
+                for other in topo.nodes:
+                    if other != n:
+                        first = topo.path(other, n).hops[0]
+                        energy[f"{other}>{n}"] = first.link.tx_energy_uj_per_bit or 0.0
+                specs.append({"name": n, "tier": node.tier, "hardware": node.hardware, "netns": b.netns,
+                              "address": b.address, "tx_energy": energy})
+            tier = topo.nodes[g.nodes[0]].tier
+            g.node_actor = NodeActor.options(resources=self._placement(tier)).remote(
+                self.run_id, specs, g.compute_actor, self.seed)
+            self._stack.callback(self._stop_node_actor, g.node_actor)
+        pids = {gname: ray.get(g.compute_actor.pid.remote())[0] for gname, g in self.groups.items()}
+        ports: dict[str, int] = {}
+        for gname, g in self.groups.items():
+            ports.update(ray.get(g.node_actor.start.remote(pids[gname], g.cgroup), timeout=120))
+        peers = {n: (self._net.binding(n).address, ports[n]) for n in topo.nodes}
+        for g in self.groups.values():
+            paths = {n: {src: vars(self._net.path_model(src, n)) for src in topo.nodes if src != n} for n in g.nodes}
+            ray.get(g.node_actor.set_peers.remote(peers, paths))
+
+    @property
+    def _net(self) -> NetworkBackend:
+        if self.network is None:
+            raise EmulationError("the network is not built")
+        return self.network
+
+    def _stop_node_actor(self, actor: Any) -> None:
+        import ray
+
+        try:
+            ray.get(actor.stop.remote(), timeout=10)
+        except Exception:  # the node may have crashed; it is killed next anyway
+            pass
+        ray.kill(actor, no_restart=True)
+
+    def _remove_cgroup(self, leaf: Any) -> None:
+        leaf.remove()
+        self.ledger.forget("cgroup", leaf.name)
+        for e in self.ledger.pending():
+            if e.kind == "pid":
+                self.ledger.forget("pid", e.name)
+
+    # -- calibration in place --------------------------------------------------------------
+    def fit_caps(self, tolerance_pct: float = 3.0, iters: int = 15, rounds: int = 5) -> dict[str, dict[str, float]]:
+        """Fit each cgroup quota so the node's median latency matches its class target.
+
+        Runs on the node's own capped compute process, one node at a time (so they do not
+        disturb each other), and caches the result per host.
+        """
+        import ray
+
+        store = CalibrationStore.load()
+        out: dict[str, dict[str, float]] = {}
+        for g in self.groups.values():
+            for n, p in g.plans.items():
+                if p.backend != "cgroup" or p.host_speed or p.model is None or p.target_ms is None:
+                    continue
+                key = f"{p.hardware_class}/{p.model}"
+                if key in store.cgroup_cores:
+                    continue
+                cores = p.cpu_cores or 1.0
+                err = float("nan")
+                for _ in range(rounds):
+                    ray.get(g.compute_actor.set_limits.remote(cores, p.memory_bytes, p.period_us))
+                    med = statistics.median(ray.get(g.compute_actor.bench.remote(p.model, iters)))
+                    err = 100.0 * (med - p.target_ms) / p.target_ms
+                    if abs(err) <= tolerance_pct:
+                        break
+                    cores = max(0.01, cores * med / p.target_ms)
+                store.cgroup_cores[key] = cores
+                store.fit_error_pct[key] = err
+                store.save()
+                out[n] = {"cores": cores, "error_pct": err}
+                g.plans[n] = plan_compute(n, self.topology.nodes[n].hardware, p.model, p.backend, store)
+                ray.get(g.compute_actor.set_limits.remote(g.plans[n].cpu_cores, p.memory_bytes, p.period_us))
+        return out
+
+    # -- driver-side access ----------------------------------------------------------------
+    def plans(self) -> dict[str, ComputePlan]:
+        return {n: g.plans[n] for g in self.groups.values() for n in g.nodes}
+
+    def call_async(self, node: str, role: str, method: str, **kwargs: Any) -> Any:
+        g = self.node_group[node]
+        return g.node_actor.call.remote(node, role, method, kwargs)
+
+    def call(self, node: str, role: str, method: str, timeout: float = 600, **kwargs: Any) -> Any:
+        import ray
+
+        return ray.get(self.call_async(node, role, method, **kwargs), timeout=timeout)
+
+    def add_role(self, node: str, role: str, params: dict[str, Any]) -> None:
+        import ray
+
+        ray.get(self.node_group[node].node_actor.add_role.remote(node, role, params))
+
+    def load_model(self, node: str, key: str, model: str, weights_path: str | None = None) -> None:
+        import ray
+
+        ray.get(self.node_group[node].compute_actor.load.remote(key, model, self.seed, weights_path))
+
+    def set_phase(self, phase: str) -> None:
+        import ray
+
+        ray.get([g.node_actor.set_phase.remote(phase) for g in self.groups.values()])
+
+    def drain(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        import ray
+
+        spans: list[dict[str, Any]] = []
+        samples: list[dict[str, Any]] = []
+        for s, r in ray.get([g.node_actor.drain.remote() for g in self.groups.values()]):
+            spans += s
+            samples += r
+        return spans, samples
+
+    def byte_counters(self) -> dict[str, dict[str, dict[str, int]]]:
+        import ray
+
+        out: dict[str, dict[str, dict[str, int]]] = {}
+        for d in ray.get([g.node_actor.byte_counters.remote() for g in self.groups.values()]):
+            out.update(d)
+        return out

@@ -1,0 +1,402 @@
+"""The data plane: framed TCP messages carrying numpy buffers between node endpoints.
+
+Every message is ``header | JSON meta | raw array bytes`` (no pickling). Sockets are created in
+the node's network namespace and bound to the node's own address before they connect, so a
+socket made in the wrong namespace fails (EADDRNOTAVAIL) instead of sending anything.
+
+Link emulation done here (the parts the kernel cannot do on this host, see host-facts §3):
+
+* delay, jitter and loss on the *receive* path: a message is held until
+  ``arrival of its last byte + one-way delay (+ jitter, + loss penalty)``, which adds to the tc
+  serialisation time the way netem would, and needs no clock sync between hosts;
+* for the ``userspace`` backend also the rate: a token bucket on the sender paces the bytes
+  (wire bytes, i.e. with per-packet TCP/IP/Ethernet overhead, so goodput matches tc's).
+
+Loss is modelled, not dropped: TCP would retransmit, so each lost packet (Bernoulli per
+1448-byte segment) adds one round trip, or an RTO of max(200 ms, 2 RTT) when it is among the
+last three segments (no duplicate ACKs to trigger a fast retransmit).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import json
+import logging
+import math
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from testbed.emulation.netns import in_netns
+
+logger = logging.getLogger(__name__)
+
+MAGIC = b"TBv1"
+_HDR_FMT = "!4sIQQ"  # magic, meta length, payload length, sender monotonic ns
+_HDR_SIZE = struct.calcsize(_HDR_FMT)
+SEGMENT = 1448
+WIRE_PER_SEGMENT = 1514
+SPIN_NS = 300_000
+
+
+@dataclass(frozen=True)
+class PathModel:
+    """What the transport emulates for traffic from one peer: delay/jitter/loss, and rate if shaping."""
+
+    delay_ms: float = 0.0
+    jitter_ms: float = 0.0
+    loss_pct: float = 0.0
+    rate_mbit: float | None = None  # only set when the transport itself shapes the rate (userspace)
+
+
+@dataclass
+class Message:
+    """One received message."""
+
+    src: str
+    dst: str
+    kind: str
+    meta: dict[str, Any]
+    array: np.ndarray | None
+    payload_bytes: int
+    send_ns: int
+    arrival_ns: int = 0
+    release_ns: int = 0
+    added_delay_ns: int = 0
+
+
+def wire_bytes(payload: int) -> int:
+    """Bytes tc would count on the wire for ``payload`` TCP payload bytes."""
+    return max(1, math.ceil(payload / SEGMENT)) * (WIRE_PER_SEGMENT - SEGMENT) + payload
+
+
+class TokenBucket:
+    """Paces a sender to ``rate_mbit`` of wire bytes, with a small bucket (2 ms, like our TBF)."""
+
+    def __init__(self, rate_mbit: float) -> None:
+        self.rate_bps = rate_mbit * 1e6 / 8
+        self.depth = max(self.rate_bps * 0.002, 2 * WIRE_PER_SEGMENT)
+        self.tokens = self.depth
+        self.last = time.monotonic()
+        self.lock = threading.Lock()
+
+    def consume(self, nbytes: int) -> None:
+        """Block until ``nbytes`` wire bytes may leave."""
+        with self.lock:
+            now = time.monotonic()
+            self.tokens = min(self.depth, self.tokens + (now - self.last) * self.rate_bps)
+            self.last = now
+            self.tokens -= nbytes
+            wait = -self.tokens / self.rate_bps if self.tokens < 0 else 0.0
+        if wait > 0:
+            time.sleep(wait)
+
+
+def _encode(kind: str, src: str, dst: str, meta: dict[str, Any], array: np.ndarray | None) -> tuple[bytes, memoryview | None, int]:
+    m = dict(meta, kind=kind, src=src, dst=dst)
+    view: memoryview | None = None
+    nbytes = 0
+    if array is not None:
+        arr = np.ascontiguousarray(array)
+        m["dtype"], m["shape"] = arr.dtype.str, list(arr.shape)
+        view = memoryview(arr).cast("B") if arr.nbytes else None
+        nbytes = arr.nbytes
+    mb = json.dumps(m, separators=(",", ":")).encode()
+    return mb, view, nbytes
+
+
+def _recv_exact(sock: socket.socket, buf: memoryview) -> bool:
+    got = 0
+    n = len(buf)
+    while got < n:
+        k = sock.recv_into(buf[got:], n - got)
+        if k == 0:
+            return False
+        got += k
+    return True
+
+
+class Endpoint:
+    """One node's transport endpoint: a listener plus one persistent connection per peer.
+
+    Parameters
+    ----------
+    node:
+        The node's name.
+    address:
+        The node's own address; every socket binds to it.
+    netns:
+        The node's network namespace (``None``: the current one, as in the userspace backend).
+    handler:
+        Called with each message that is not a reply to one of our requests; may return
+        ``(kind, array, meta)`` to answer it. Runs on a small thread pool.
+    seed:
+        Seeds the jitter/loss generator.
+    """
+
+    def __init__(self, node: str, address: str, netns: str | None, handler: Callable[[Message], Any] | None = None,
+                 seed: int = 0, handler_threads: int = 4) -> None:
+        self.node = node
+        self.address = address
+        self.netns = netns
+        self.handler = handler
+        self.port = 0
+        self.peers: dict[str, tuple[str, int]] = {}
+        self.paths: dict[str, PathModel] = {}
+        self.buckets: dict[str, TokenBucket] = {}
+        self.rng = np.random.default_rng(seed)
+        self._rng_lock = threading.Lock()
+        self._conns: dict[str, socket.socket] = {}
+        self._conn_locks: dict[str, threading.Lock] = {}
+        self._conns_lock = threading.Lock()
+        self._heap: list[tuple[int, int, Message]] = []
+        self._heap_cv = threading.Condition()
+        self._seq = itertools.count()
+        self._pending: dict[int, Future[Message]] = {}
+        self._corr = itertools.count(1)
+        self._last_release: dict[str, int] = {}
+        self._pool = ThreadPoolExecutor(max_workers=handler_threads, thread_name_prefix=f"tb-{node}-h")
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._accepted: list[socket.socket] = []
+        self.sent_bytes: dict[str, int] = {}
+        self.recv_bytes: dict[str, int] = {}
+        self._listener: socket.socket | None = None
+
+    # -- setup ----------------------------------------------------------------------------
+    def _socket(self) -> socket.socket:
+        with in_netns(self.netns):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return s
+
+    def start(self) -> int:
+        """Listen on the node's address; returns the port."""
+        s = self._socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((self.address, 0))
+        s.listen(256)
+        self._listener = s
+        self.port = s.getsockname()[1]
+        for target, name in ((self._accept_loop, "accept"), (self._deliver_loop, "deliver")):
+            t = threading.Thread(target=target, name=f"tb-{self.node}-{name}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        return self.port
+
+    def set_peers(self, peers: dict[str, tuple[str, int]], paths: dict[str, PathModel]) -> None:
+        """Tell the endpoint where peers listen and what each path from a peer to us emulates.
+
+        ``paths[p]`` describes traffic *from p to this node* (applied on receive) and, when it has
+        a rate, traffic from this node to p is paced by it as well (userspace backend).
+        """
+        self.peers = dict(peers)
+        self.paths = dict(paths)
+        self.buckets = {p: TokenBucket(m.rate_mbit) for p, m in paths.items() if m.rate_mbit}
+
+    def update_path(self, peer: str, model: PathModel) -> None:
+        """Change what a path emulates (scenario events); replaces, never stacks."""
+        self.paths[peer] = model
+        if model.rate_mbit:
+            self.buckets[peer] = TokenBucket(model.rate_mbit)
+        else:
+            self.buckets.pop(peer, None)
+
+    # -- sending --------------------------------------------------------------------------
+    def _conn(self, dst: str) -> tuple[socket.socket, threading.Lock]:
+        with self._conns_lock:
+            if dst in self._conns:
+                return self._conns[dst], self._conn_locks[dst]
+            addr = self.peers.get(dst)
+            if addr is None:
+                raise KeyError(f"{self.node}: no route to unknown peer {dst!r}")
+            s = self._socket()
+            s.bind((self.address, 0))  # fail closed outside our namespace
+            s.connect(addr)
+            s.sendall(json.dumps({"hello": self.node}).encode().ljust(128))
+            self._conns[dst] = s
+            self._conn_locks[dst] = threading.Lock()
+            t = threading.Thread(target=self._rx_loop, args=(s, dst), name=f"tb-{self.node}-rx-{dst}", daemon=True)
+            t.start()
+            self._threads.append(t)
+            return s, self._conn_locks[dst]
+
+    def send(self, dst: str, kind: str, array: np.ndarray | None = None, meta: dict[str, Any] | None = None) -> int:
+        """Send one message; returns the payload bytes (meta + array) that crossed the link."""
+        mb, view, nbytes = _encode(kind, self.node, dst, meta or {}, array)
+        sock, lock = self._conn(dst)
+        total = _HDR_SIZE + len(mb) + nbytes
+        bucket = self.buckets.get(dst)
+        with lock:
+            hdr = struct.pack(_HDR_FMT, MAGIC, len(mb), nbytes, time.monotonic_ns())
+            if bucket is None:
+                sock.sendall(hdr + mb)
+                if view is not None:
+                    sock.sendall(view)
+            else:
+                self._paced_send(sock, bucket, hdr + mb, view)
+        self.sent_bytes[dst] = self.sent_bytes.get(dst, 0) + total
+        return total
+
+    @staticmethod
+    def _paced_send(sock: socket.socket, bucket: TokenBucket, head: bytes, view: memoryview | None) -> None:
+        chunk = 16 * SEGMENT
+        bucket.consume(wire_bytes(len(head)))
+        sock.sendall(head)
+        if view is None:
+            return
+        for off in range(0, len(view), chunk):
+            part = view[off:off + chunk]
+            bucket.consume(wire_bytes(len(part)))
+            sock.sendall(part)
+
+    def request(self, dst: str, kind: str, array: np.ndarray | None = None, meta: dict[str, Any] | None = None,
+                timeout: float = 120.0) -> Message:
+        """Send and wait for the reply."""
+        corr = next(self._corr)
+        fut: Future[Message] = Future()
+        self._pending[corr] = fut
+        try:
+            self.send(dst, kind, array, dict(meta or {}, corr=corr))
+            return fut.result(timeout)
+        finally:
+            self._pending.pop(corr, None)
+
+    # -- receiving ------------------------------------------------------------------------
+    def _accept_loop(self) -> None:
+        assert self._listener is not None
+        while not self._stop.is_set():
+            try:
+                c, _ = self._listener.accept()
+            except OSError:
+                return
+            c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            hello = bytearray(128)
+            if not _recv_exact(c, memoryview(hello)):
+                c.close()
+                continue
+            peer = json.loads(bytes(hello).strip())["hello"]
+            self._accepted.append(c)
+            with self._conns_lock:
+                # replies go back over the connection the peer opened
+                self._conns.setdefault(peer, c)
+                self._conn_locks.setdefault(peer, threading.Lock())
+            t = threading.Thread(target=self._rx_loop, args=(c, peer), name=f"tb-{self.node}-rx-{peer}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def _hold_ns(self, src: str, payload: int) -> int:
+        m = self.paths.get(src)
+        if m is None:
+            return 0
+        with self._rng_lock:
+            d = m.delay_ms
+            if m.jitter_ms:
+                d = max(0.0, d + float(self.rng.normal(0.0, m.jitter_ms)))
+            if m.loss_pct:
+                nseg = max(1, math.ceil(payload / SEGMENT))
+                lost = self.rng.random(nseg) < m.loss_pct / 100.0
+                if lost.any():
+                    rtt = 2 * m.delay_ms
+                    tail = lost[-3:].sum() if nseg > 3 else lost.sum()
+                    d += (lost.sum() - tail) * rtt + tail * max(200.0, 2 * rtt)
+        return int(d * 1e6)
+
+    def _rx_loop(self, sock: socket.socket, peer: str) -> None:
+        hdr = bytearray(_HDR_SIZE)
+        while not self._stop.is_set():
+            try:
+                if not _recv_exact(sock, memoryview(hdr)):
+                    return
+                magic, mlen, plen, send_ns = struct.unpack(_HDR_FMT, hdr)
+                if magic != MAGIC:
+                    logger.error("%s: bad frame from %s; closing", self.node, peer)
+                    return
+                mbuf = bytearray(mlen)
+                if not _recv_exact(sock, memoryview(mbuf)):
+                    return
+                meta = json.loads(mbuf)
+                arr = None
+                if "dtype" in meta:
+                    arr = np.empty(plen, dtype=np.uint8)
+                    if plen and not _recv_exact(sock, memoryview(arr)):
+                        return
+                    arr = arr.view(np.dtype(meta.pop("dtype"))).reshape(meta.pop("shape"))
+            except OSError:
+                return
+            arrival = time.monotonic_ns()
+            total = _HDR_SIZE + mlen + plen
+            self.recv_bytes[peer] = self.recv_bytes.get(peer, 0) + total
+            hold = self._hold_ns(peer, total)
+            release = max(arrival + hold, self._last_release.get(peer, 0))  # TCP keeps order
+            self._last_release[peer] = release
+            msg = Message(meta.pop("src", peer), meta.pop("dst", self.node), meta.pop("kind", ""), meta, arr, total,
+                          send_ns, arrival, release, release - arrival)
+            if hold == 0 and release <= arrival:
+                self._dispatch(msg)
+            else:
+                with self._heap_cv:
+                    heapq.heappush(self._heap, (release, next(self._seq), msg))
+                    self._heap_cv.notify()
+
+    def _deliver_loop(self) -> None:
+        while not self._stop.is_set():
+            with self._heap_cv:
+                while not self._heap and not self._stop.is_set():
+                    self._heap_cv.wait(0.5)
+                if self._stop.is_set():
+                    return
+                release = self._heap[0][0]
+                now = time.monotonic_ns()
+                if release - now > SPIN_NS:
+                    self._heap_cv.wait((release - now - SPIN_NS) / 1e9)
+                    continue
+                _, _, msg = heapq.heappop(self._heap)
+            while time.monotonic_ns() < msg.release_ns:
+                pass  # final spin: Condition.wait alone is 130-200 us late (host-facts §3)
+            self._dispatch(msg)
+
+    def _dispatch(self, msg: Message) -> None:
+        corr = msg.meta.get("corr")
+        if msg.meta.get("reply") and corr in self._pending:
+            self._pending[corr].set_result(msg)
+            return
+        if self.handler is not None:
+            self._pool.submit(self._handle, msg)
+
+    def _handle(self, msg: Message) -> None:
+        try:
+            out = self.handler(msg) if self.handler else None
+            if out is not None and "corr" in msg.meta:
+                kind, arr, meta = out
+                self.send(msg.src, kind, arr, dict(meta or {}, corr=msg.meta["corr"], reply=True))
+        except Exception:
+            logger.exception("%s: handler failed on %s from %s", self.node, msg.kind, msg.src)
+            if "corr" in msg.meta:
+                try:
+                    self.send(msg.src, "error", None, {"corr": msg.meta["corr"], "reply": True, "error": "handler failed"})
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        """Stop threads and close every socket."""
+        self._stop.set()
+        with self._heap_cv:
+            self._heap_cv.notify_all()
+        for s in [self._listener, *self._conns.values(), *self._accepted]:
+            if s is None:
+                continue
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
+        self._pool.shutdown(wait=False, cancel_futures=True)

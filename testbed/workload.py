@@ -1,0 +1,94 @@
+"""The ``Workload`` extension point and its registry.
+
+A workload is driver-side logic (``setup`` → ``step``… → ``teardown``, the loop owned by
+``testbed.runner``) plus node-side *roles* hosted by ``NodeActor``s. Both register by name:
+``WORKLOADS`` and ``ROLES``. Built-ins live in the ``workloads`` package and load through the
+``testbed.workloads`` / ``testbed.roles`` entry points, so the core never imports them.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel
+
+from testbed.registry import Registry
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from testbed.testbed import Testbed
+    from testbed.topology import Topology
+
+
+@dataclass
+class StepResult:
+    """What one step did: how many units of progress, and whether the workload is finished."""
+
+    progress: int = 1
+    done: bool = False
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class Workload(ABC):
+    """Driver-side workload logic. Subclasses set ``Params`` (a frozen pydantic model)."""
+
+    Params: ClassVar[type[BaseModel]]
+
+    def __init__(self, params: BaseModel, requests: int | None, seed: int) -> None:
+        self.params = params
+        self.requests = requests
+        self.seed = seed
+
+    @classmethod
+    def check(cls, params: BaseModel, topology: Topology, source: str) -> None:  # noqa: B027
+        """Semantic checks against the topology at load time; raise ``ConfigError``."""
+
+    def node_models(self, topology: Topology) -> dict[str, str | None]:
+        """Which model each node will run: caps are calibrated per (hardware class, model)."""
+        return {}
+
+    @abstractmethod
+    def setup(self, tb: Testbed) -> None:
+        """Place roles on nodes and load models."""
+
+    @abstractmethod
+    def total_steps(self) -> int:
+        """Steps ``step`` will take (for the progress bar)."""
+
+    @abstractmethod
+    def step(self, tb: Testbed) -> StepResult:
+        """Advance the workload by one step."""
+
+    def teardown(self, tb: Testbed) -> None:  # noqa: B027
+        """Release what ``setup`` acquired (actors are torn down by the testbed)."""
+
+    def summarize(self, spans: pd.DataFrame) -> pd.DataFrame:
+        """A summary table from the run's spans."""
+        import pandas as pd
+
+        return pd.DataFrame()
+
+
+WORKLOADS: Registry[type[Workload]] = Registry("workload")
+ROLES: Registry[type[Any]] = Registry("role")
+ACTORS: Registry[Any] = Registry("actor")  # Ray actor classes ("node", "compute"), from the actors package
+
+
+@dataclass(frozen=True)
+class ModelDef:
+    """A model builder registered by name (architectures from torchvision or our own code).
+
+    ``build(num_classes, seed)`` returns an ``nn.Module`` with random (seeded) weights, or with
+    weights from ``weights_path`` when given; nothing is downloaded.
+    """
+
+    name: str
+    input_shape: tuple[int, ...]
+    num_classes: int
+    build: Any  # Callable[[int, int, str | None], torch.nn.Module]
+
+
+MODELS: Registry[ModelDef] = Registry("model")

@@ -1,0 +1,69 @@
+"""Shared fixtures: an isolated state dir, local Ray, and an autouse check that nothing of ours survives."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def leftovers() -> list[str]:
+    """Kernel objects of ours that exist right now (namespaces, cgroups, host veths, blackhole route)."""
+    out: list[str] = []
+    from testbed.emulation.netns import list_netns
+
+    out += [f"netns {n}" for n in list_netns("tb-")]
+    if is_root():
+        from testbed.emulation.cgroups import list_leaves
+        from testbed.lifecycle.cleanup import VETH_PREFIX, blackhole_present
+
+        out += [f"cgroup {d}" for d in list_leaves("tb-")]
+        from pyroute2 import IPRoute
+
+        with IPRoute() as ip:
+            out += [f"veth {lk.get_attr('IFLA_IFNAME')}" for lk in ip.get_links()
+                    if (lk.get_attr("IFLA_IFNAME") or "").startswith(VETH_PREFIX)]
+        if blackhole_present("198.18.0.0/15"):
+            out.append("blackhole 198.18.0.0/15")
+    return out
+
+
+@pytest.fixture(autouse=True)
+def leak_check(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every test runs with its own ledger directory and must leave no kernel object of ours behind."""
+    state = tmp_path_factory.mktemp("state")
+    monkeypatch.setenv("TESTBED_STATE_DIR", str(state))
+    before = set(leftovers())
+    yield
+    after = set(leftovers()) - before
+    assert not after, f"the test left kernel objects behind: {sorted(after)}"
+
+
+@pytest.fixture(scope="session")
+def calibration_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("calib") / "calibration.json"
+
+
+@pytest.fixture
+def ray_local(calibration_file: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A local Ray instance for one test (the Testbed would start one itself; this shares it)."""
+    import ray
+
+    monkeypatch.setenv("TESTBED_CALIBRATION", str(calibration_file))
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
+             configure_logging=False, namespace="testbed-tests")
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+privileged = pytest.mark.skipif(not is_root(), reason="needs root (network namespaces, tc, cgroups)")

@@ -1,0 +1,83 @@
+"""End to end on local Ray: topology → actors → links → transport → spans → results directory → report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from testbed.config.loader import load_experiment
+from testbed.results import load
+from testbed.runner import run_experiment
+
+from ..conftest import is_root
+
+TOPO = """
+name: small
+nodes:
+  - {name: cam, tier: device, hardware_class: rpi4b, count: 2}
+  - {name: edge, tier: edge, hardware_class: edge_server}
+  - {name: cloud, tier: cloud, hardware_class: cloud_gpu}
+links:
+  - {ends: [cam, edge], up: {rate: 50mbit, delay: 5ms}, down: {rate: 50mbit, delay: 5ms}}
+  - {ends: [edge, cloud], up: {rate: 100mbit, delay: 20ms}}
+"""
+
+
+def experiment(tmp_path: Path, links: str, compute: str, requests: int = 4) -> Path:
+    (tmp_path / "topo.yaml").write_text(TOPO)
+    p = tmp_path / "exp.yaml"
+    p.write_text(f"""
+name: itest
+topology: topo.yaml
+workload: {{name: inference, params: {{model: small_cnn, tiers: [device, edge, cloud], requests_per_device: {requests},
+  warmup: 1, chunk: 2}}}}
+backends: {{links: {links}, compute: {compute}}}
+seed: 3
+""")
+    return p
+
+
+@pytest.mark.parametrize("links,compute", [
+    ("userspace", "dilation"),
+    pytest.param("kernel", "cgroup", marks=pytest.mark.skipif(not is_root(), reason="needs root")),
+])
+def test_run_end_to_end(tmp_path: Path, ray_local: None, links: str, compute: str) -> None:
+    # Prepare
+    exp = load_experiment(experiment(tmp_path, links, compute))
+    # Execute
+    out = run_experiment(exp, tmp_path / "results")
+    # Assert
+    assert out.status == "complete"
+    r = load(out.path)
+    assert r.manifest["backends"]["links"] == links and r.manifest["backends"]["compute"] == compute
+    assert r.manifest["status"] == "complete" and not r.manifest["partial"]
+    assert r.manifest["packages"]["torch"] and "host" in r.manifest
+    s = r.spans
+    assert set(s.kind) >= {"request", "compute", "transfer", "queue"}
+    req = s[s.kind == "request"]
+    assert len(req) == 2 * 3 * 4  # 2 devices x 3 tiers x 4 requests
+    # the emulated path delay shows in every transfer: device→edge 5 ms, device→cloud 25 ms one way
+    tr = s[(s.kind == "transfer") & (s.phase == "cloud") & (s.src.str.startswith("cam"))]
+    assert (tr.duration_ms >= 25.0).all(), tr.duration_ms.describe()
+    tr_e = s[(s.kind == "transfer") & (s.phase == "edge") & (s.src.str.startswith("cam"))]
+    assert (tr_e.duration_ms >= 5.0).all() and (tr_e.duration_ms < 25.0).all()
+    assert (s[s.kind == "transfer"].bytes > 0).all()
+    # each cloud request took at least the round trip of the path delay (2 x 25 ms)
+    assert (req[req.phase == "cloud"].duration_ms >= 50.0).all()
+    assert not r.resources.empty and set(r.resources.process) == {"node", "compute"}
+    assert len(r.summary) == 6 and set(r.summary.phase) == {"device", "edge", "cloud"}
+    man = json.loads((out.path / "manifest.json").read_text())
+    assert man["path_links"]["cam0>cloud"] == ["cam0--edge:up", "edge--cloud:up"]
+
+
+def test_report_renders(tmp_path: Path, ray_local: None) -> None:
+    from testbed.report import render_report
+
+    exp = load_experiment(experiment(tmp_path, "userspace", "dilation", requests=2))
+    out = run_experiment(exp, tmp_path / "results")
+    html = render_report(out.path)
+    text = html.read_text()
+    assert "<table" in text and "data:image/png;base64" in text
+    assert text.count("<img") >= 3

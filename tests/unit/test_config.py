@@ -1,0 +1,129 @@
+"""Config loading: good files resolve; each kind of bad input gives one message with file, path and fix."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from testbed.config.loader import load_catalog, load_experiment, load_topology
+from testbed.config.models import Tier
+from testbed.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+GOOD = """
+name: t
+nodes:
+  - {name: cam, tier: device, hardware_class: rpi4b, count: 3}
+  - {name: edge, tier: edge, hardware_class: edge_server}
+  - {name: cloud, tier: cloud, hardware_class: cloud_gpu}
+links:
+  - {ends: [cam, edge], link_class: wifi_ac, up: {rate: 20mbit}}
+  - {ends: [edge, cloud], up: {rate: 100mbit, delay: 20ms}, down: {rate: 200mbit, delay: 20ms, jitter: 1ms}}
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "topo.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_catalog_has_required_classes() -> None:
+    cat = load_catalog()
+    for hc in ["rpi3b", "rpi4b", "rpi5", "jetson_nano", "jetson_tx2", "intel_nuc", "edge_server", "cloud_gpu"]:
+        assert hc in cat.hardware_classes
+        assert cat.hardware_classes[hc].sources, f"{hc} has no sources"
+    for lc in ["wifi_n", "wifi_ac", "lte", "5g", "ethernet", "wan"]:
+        assert lc in cat.link_classes
+        assert cat.link_classes[lc].sources
+    assert cat.hardware_classes["rpi4b"].reference_latency_ms["resnet18"].value == pytest.approx(100.3)
+
+
+def test_good_topology_resolves(tmp_path: Path) -> None:
+    topo = load_topology(write(tmp_path, GOOD))
+    assert sorted(topo.nodes) == ["cam0", "cam1", "cam2", "cloud", "edge"]
+    assert topo.pools == {"cam": ("cam0", "cam1", "cam2")}
+    assert len(topo.links) == 4
+    lk = topo.links[0]
+    # link class merged field by field: rate overridden, delay from wifi_ac, down untouched
+    assert lk.up.rate_mbit == 20.0 and lk.up.delay_ms == 4.0 and lk.down.rate_mbit == 300.0
+    p = topo.path("cam1", "cloud")
+    assert [h.dst for h in p.hops] == ["edge", "cloud"]
+    assert p.rate_mbit == 20.0 and p.delay_ms == pytest.approx(24.0)
+    back = topo.path("cloud", "cam1")
+    assert back.rate_mbit == 200.0 and back.jitter_ms == pytest.approx((1 + 3**2) ** 0.5)
+    assert topo.nearest("cam2", Tier.CLOUD) == "cloud"
+    addrs = [n.address for n in topo.nodes.values()] + [a for lk in topo.links for a in (lk.a_address, lk.b_address)]
+    assert len(set(addrs)) == len(addrs)
+    assert all(a.startswith("198.1") for a in addrs)
+
+
+@pytest.mark.parametrize("mutate,path,needle", [
+    (lambda s: s.replace("hardware_class: rpi4b", "hardware_class: rpi4"), "nodes[0].hardware_class",
+     "Did you mean 'rpi4b'"),
+    (lambda s: s.replace("ends: [cam, edge]", "ends: [cam, egde]"), "links[0].ends[1]", "not a node"),
+    (lambda s: s.replace("rate: 20mbit", "rate: -20mbit"), "links[0]", "must be positive"),
+    (lambda s: s.replace("rate: 20mbit", "rate: 20"), "links[0]", "no unit"),
+    (lambda s: s.replace("name: cloud, tier", "name: edge, tier"), "nodes[2].name", "duplicate"),
+    (lambda s: s.replace("name: cloud, tier", "name: cloud-1, tier").replace("[edge, cloud]", "[edge, cloud-1]"),
+     "nodes[2].name", "not a valid identifier"),
+    (lambda s: s.replace("count: 3", "count: 0"), "nodes[0].count", "at least 1"),
+    (lambda s: s.replace("link_class: wifi_ac", "link_class: wifi_acc"), "links[0].link_class", "wifi_ac"),
+    (lambda s: s.replace("  - {ends: [edge, cloud]", "  - {ends: [cloud, cloud]"), "links[1]", "itself"),
+    (lambda s: s.split("  - {ends: [edge, cloud]")[0], "links", "disconnected"),
+    (lambda s: s + "colour: blue\n", "colour", "unknown key"),
+])
+def test_bad_topologies(tmp_path: Path, mutate, path: str, needle: str) -> None:  # type: ignore[no-untyped-def]
+    p = write(tmp_path, mutate(GOOD))
+    with pytest.raises(ConfigError) as ei:
+        load_topology(p)
+    msg = str(ei.value)
+    assert str(p) in msg, msg
+    assert path in msg, msg
+    assert needle in msg, msg
+    assert "fix:" in msg, msg
+
+
+def test_bad_experiment(tmp_path: Path) -> None:
+    write(tmp_path, GOOD)
+    exp = write(tmp_path, "name: e\ntopology: topo.yaml\nworkload: {name: inferense}\n", "exp.yaml")
+    with pytest.raises(ConfigError) as ei:
+        load_experiment(exp)
+    assert "workload.name" in str(ei.value) and "Did you mean 'inference'" in str(ei.value)
+    exp.write_text("name: e\ntopology: topo.yaml\nworkload: {name: inference, params: {model: resnet81}}\n")
+    with pytest.raises(ConfigError) as ei:
+        load_experiment(exp)
+    assert "workload.params.model" in str(ei.value) and "resnet18" in str(ei.value)
+    exp.write_text("name: e\ntopology: missing.yaml\nworkload: {name: inference}\n")
+    with pytest.raises(ConfigError, match="not found"):
+        load_experiment(exp)
+
+
+def test_validate_cli_exit_codes(tmp_path: Path) -> None:
+    bad = write(tmp_path, GOOD.replace("rpi4b", "rpi4"))
+    r = subprocess.run([sys.executable, "-m", "testbed.cli.app", "validate", str(bad)], capture_output=True, text=True)
+    assert r.returncode == 2
+    assert "nodes[0].hardware_class" in r.stderr and "Did you mean" in r.stderr
+    ok = subprocess.run([sys.executable, "-m", "testbed.cli.app", "validate", str(ROOT / "experiments/demo.yaml")],
+                        capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_all_shipped_files_validate() -> None:
+    from testbed.config.loader import load_any
+
+    files = sorted((ROOT / "topologies").glob("*.yaml")) + sorted((ROOT / "experiments").glob("*.yaml"))
+    assert files
+    for f in files:
+        load_any(f)
+
+
+def test_schema_export() -> None:
+    from testbed.config.models import ExperimentSpec, TopologySpec
+
+    s = TopologySpec.model_json_schema()
+    assert "nodes" in s["properties"] and ExperimentSpec.model_json_schema()["properties"]["workload"]

@@ -1,0 +1,180 @@
+"""Whole-model inference on one chosen tier: the baseline later partitioning is compared against.
+
+Devices stream camera frames (uint8, the model's input size). In the ``device`` phase a device
+runs the model itself; in the ``edge``/``cloud`` phases it sends the frame to its nearest node of
+that tier, which runs the model and returns the logits. Every request leaves a ``request`` span
+at the device and ``transfer``/``queue``/``compute`` spans along its way.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveInt, field_validator
+
+from testbed.config.models import Tier
+from testbed.errors import ConfigError
+from testbed.registry import did_you_mean
+from testbed.topology import Topology
+from testbed.transport import Message
+from testbed.workload import MODELS, ROLES, WORKLOADS, StepResult, Workload
+
+
+class InferenceParams(BaseModel):
+    """Parameters of the ``inference`` workload."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str = "mobilenet_v2"
+    tiers: list[Tier] = Field(default_factory=lambda: [Tier.DEVICE, Tier.EDGE, Tier.CLOUD], min_length=1)
+    requests_per_device: PositiveInt = 20
+    interval_ms: NonNegativeFloat = 0.0
+    warmup: int = Field(2, ge=0)
+    chunk: PositiveInt = 5
+    input_dtype: Literal["uint8", "float32"] = "uint8"
+    weights_path: str | None = None
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, v: str) -> str:
+        names = MODELS.names()
+        if v not in names:
+            raise ValueError(f"unknown model {v!r}; known: {', '.join(names)}." + did_you_mean(v, names))
+        return v
+
+
+@ROLES.register("inference")
+class InferenceRole:
+    """Node side: serve ``infer`` requests, and (on devices) generate and time requests."""
+
+    def __init__(self, rt: Any, params: dict[str, Any]) -> None:
+        self.model = params["model"]
+        self.shape = tuple(params["input_shape"])
+        self.dtype = params["input_dtype"]
+
+    def on_message(self, rt: Any, msg: Message) -> tuple[str, np.ndarray, dict[str, Any]]:
+        assert msg.array is not None
+        out = rt.compute(self.model, msg.array, int(msg.meta.get("request_id", -1)))
+        return "result", out, {}
+
+    def _frame(self, rt: Any) -> np.ndarray:
+        if self.dtype == "uint8":
+            return rt.rng.integers(0, 256, size=(1, *self.shape), dtype=np.uint8)
+        return rt.rng.standard_normal((1, *self.shape), dtype=np.float32)
+
+    def run_requests(self, rt: Any, target: str, target_tier: str, n: int, first_id: int, interval_ms: float,
+                     record: bool = True) -> int:
+        for i in range(n):
+            x = self._frame(rt)
+            rid = first_id + i if record else -1
+            t0 = time.monotonic_ns()
+            if target == rt.name:
+                rt.compute(self.model, x, rid)
+            else:
+                rt.request(target, "infer", x, {"role": "inference"}, rid)
+            t1 = time.monotonic_ns()
+            if record:
+                rt.span("request", t0, t1, request_id=rid, nbytes=int(x.nbytes), target=target,
+                        target_tier=target_tier)
+            if interval_ms:
+                time.sleep(interval_ms / 1e3)
+        return n
+
+
+@WORKLOADS.register("inference")
+class InferenceWorkload(Workload):
+    """Driver side of whole-model inference on one tier per phase."""
+
+    Params = InferenceParams
+
+    @classmethod
+    def check(cls, params: BaseModel, topology: Topology, source: str) -> None:
+        assert isinstance(params, InferenceParams)
+        if not topology.by_tier(Tier.DEVICE):
+            raise ConfigError("the inference workload needs at least one device node", file=source,
+                              path="topology", fix="add a node with tier: device")
+        for t in params.tiers:
+            if t != Tier.DEVICE and not topology.by_tier(t):
+                raise ConfigError(f"tier {t.value!r} is asked for but the topology has no {t.value} node",
+                                  file=source, path="workload.params.tiers",
+                                  fix=f"add a {t.value} node or remove {t.value!r} from tiers")
+
+    @property
+    def p(self) -> InferenceParams:
+        assert isinstance(self.params, InferenceParams)
+        return self.params
+
+    def n_requests(self) -> int:
+        return self.requests or self.p.requests_per_device
+
+    def targets(self, topology: Topology, tier: Tier) -> dict[str, str]:
+        devs = topology.by_tier(Tier.DEVICE)
+        return {d: d if tier == Tier.DEVICE else topology.nearest(d, tier) for d in devs}
+
+    def node_models(self, topology: Topology) -> dict[str, str | None]:
+        out: dict[str, str | None] = {n: None for n in topology.nodes}
+        for t in self.p.tiers:
+            for tgt in self.targets(topology, t).values():
+                out[tgt] = self.p.model
+        return out
+
+    def setup(self, tb: Any) -> None:
+        import ray
+
+        self.topology: Topology = tb.topology
+        md = MODELS.get(self.p.model)
+        role_params = {"model": self.p.model, "input_shape": list(md.input_shape), "input_dtype": self.p.input_dtype}
+        for n in tb.topology.nodes:
+            tb.add_role(n, "inference", role_params)
+        for n, m in self.node_models(tb.topology).items():
+            if m:
+                tb.load_model(n, m, m, self.p.weights_path)
+        self.plan = [(t, start) for t in self.p.tiers for start in range(0, self.n_requests(), self.p.chunk)]
+        self.devices = tb.topology.by_tier(Tier.DEVICE)
+        self.step_i = 0
+        if self.p.warmup:
+            tb.set_phase("warmup")
+            futs = [tb.call_async(d, "inference", "run_requests", target=tgt, target_tier=t.value, n=self.p.warmup,
+                                  first_id=0, interval_ms=0.0, record=False)
+                    for t in self.p.tiers for d, tgt in self.targets(tb.topology, t).items()]
+            ray.get(futs)
+
+    def total_steps(self) -> int:
+        return len(self.plan) * len(self.devices)
+
+    def step(self, tb: Any) -> StepResult:
+        import ray
+
+        tier, start = self.plan[self.step_i]
+        if start == 0:
+            tb.set_phase(tier.value)
+        n = min(self.p.chunk, self.n_requests() - start)
+        futs = [tb.call_async(d, "inference", "run_requests", target=tgt, target_tier=tier.value, n=n,
+                              first_id=i * 1_000_000 + start, interval_ms=self.p.interval_ms)
+                for i, (d, tgt) in enumerate(self.targets(tb.topology, tier).items())]
+        ray.get(futs)
+        self.step_i += 1
+        return StepResult(progress=len(futs), done=self.step_i >= len(self.plan), info={"label": tier.value})
+
+    def summarize(self, spans: pd.DataFrame) -> pd.DataFrame:
+        from testbed.results import request_table
+
+        rt = request_table(spans)
+        if rt.empty:
+            return pd.DataFrame()
+        for col in ("compute_ms", "transfer_ms", "queue_ms"):
+            if col not in rt:
+                rt[col] = 0.0
+        g = rt.groupby(["device", "phase"], sort=False)
+        out = g.agg(target=("target", "first"), requests=("latency_ms", "size"),
+                    latency_mean_ms=("latency_ms", "mean"), latency_p50_ms=("latency_ms", "median"),
+                    latency_p95_ms=("latency_ms", lambda s: s.quantile(0.95)),
+                    compute_ms=("compute_ms", "mean"), transfer_ms=("transfer_ms", "mean"),
+                    queue_ms=("queue_ms", "mean"), bytes_per_request=("bytes", "mean"),
+                    energy_j_per_request=("energy_j", "mean")).reset_index()
+        best = out.loc[out.groupby("device")["latency_p50_ms"].idxmin(), ["device", "phase"]]
+        out["fastest"] = out.set_index(["device", "phase"]).index.isin(best.set_index(["device", "phase"]).index)
+        return out
