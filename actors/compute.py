@@ -70,11 +70,16 @@ class ComputeActor:
         return out, {"start_ns": start, "end_ns": end, "cpu_ns": cpu, "wall_ns": wall, "class_ns": int(class_ns),
                      "call_overhead_ms": overhead_ms}
 
-    def bench(self, model_name: str, iters: int) -> list[float]:
-        """Latencies (ms) of ``model_name`` here, under this process's caps (for calibration)."""
+    def bench(self, model_name: str, iters: int) -> tuple[list[float], list[float]]:
+        """Wall and thread-CPU latencies (ms) of ``model_name`` here, under this process's caps."""
         from testbed.calibration import measure_latency_ms
 
-        return measure_latency_ms(model_name, iters=iters)
+        cpu: list[float] = []
+        wall = measure_latency_ms(model_name, iters=iters, cpu_out=cpu)
+        return wall, cpu
+
+    def set_plan(self, node: str, plan: dict[str, Any]) -> None:
+        self.plans[node] = plan
 
     def set_limits(self, cores: float | None, memory_bytes: int | None, period_us: int) -> None:
         from testbed.emulation.cgroups import CgroupLeaf

@@ -57,6 +57,7 @@ class CalibrationStore:
     host: str = field(default_factory=host_fingerprint)
     host_ms: dict[str, float] = field(default_factory=dict)
     cgroup_cores: dict[str, float] = field(default_factory=dict)  # "class/model" -> fitted quota
+    dilation_slowdown: dict[str, float] = field(default_factory=dict)  # "class/model" -> fitted factor
     fit_error_pct: dict[str, float] = field(default_factory=dict)
 
     @classmethod
@@ -79,8 +80,12 @@ class CalibrationStore:
         tmp.replace(p)
 
 
-def measure_latency_ms(model_name: str, iters: int | None = None, budget_s: float = 2.0) -> list[float]:
-    """Batch-1 forward latencies of ``model_name`` in this process (caller sets the thread count)."""
+def measure_latency_ms(model_name: str, iters: int | None = None, budget_s: float = 2.0,
+                       cpu_out: list[float] | None = None) -> list[float]:
+    """Batch-1 forward latencies of ``model_name`` in this process (caller sets the thread count).
+
+    If ``cpu_out`` is given, the calling thread's CPU time per forward is appended to it.
+    """
     import torch
 
     from testbed.workload import MODELS
@@ -94,9 +99,11 @@ def measure_latency_ms(model_name: str, iters: int | None = None, budget_s: floa
             model(x)
         t_end = time.monotonic() + budget_s
         while (iters is None and (time.monotonic() < t_end or len(out) < 5)) or (iters is not None and len(out) < iters):
-            t0 = time.perf_counter_ns()
+            t0, c0 = time.perf_counter_ns(), time.thread_time_ns()
             model(x)
             out.append((time.perf_counter_ns() - t0) / 1e6)
+            if cpu_out is not None:
+                cpu_out.append((time.thread_time_ns() - c0) / 1e6)
             if iters is None and len(out) >= 200:
                 break
     return out
@@ -162,11 +169,13 @@ def plan_compute(node: str, hc: HardwareClass, model: str | None, backend: str, 
     if target is None or target <= host:
         why = basis if target is None else f"{basis}; faster than this host ({host:.1f} ms): runs at host speed"
         return ComputePlan(node, hc.name, model, backend, 1.0, target, None, 100_000, mem, 1, True, why)
-    slowdown = target / host
     key = f"{hc.name}/{model}"
-    period = int(min(50_000, max(2_000, target * 1000 / 8)))
+    slowdown = store.dilation_slowdown.get(key, target / host) if backend == "dilation" else target / host
+    # ~20 CFS periods per inference: a shorter period makes latency less lumpy (about +-1 period), and
+    # the fit below absorbs the throughput the kernel loses to short periods (host-facts §4).
+    period = int(min(20_000, max(2_000, target * 1000 / 20)))
     cores = store.cgroup_cores.get(key, 1.0 / slowdown) if backend == "cgroup" else None
-    fitted = " (quota fitted)" if backend == "cgroup" and key in store.cgroup_cores else (
-        " (quota analytic, not yet fitted)" if backend == "cgroup" else "")
+    fitted_store = store.cgroup_cores if backend == "cgroup" else store.dilation_slowdown
+    fitted = " (fitted on this host)" if key in fitted_store else " (analytic, not yet fitted)"
     return ComputePlan(node, hc.name, model, backend, slowdown, target, cores, period, mem, 1, False,
                        f"{basis}; host {host:.1f} ms; slowdown {slowdown:.2f}{fitted}")

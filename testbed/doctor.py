@@ -32,9 +32,7 @@ def _probe_qdiscs() -> list[Capability]:
     """Try tbf and netem on a veth in a scratch namespace pair."""
     if os.geteuid() != 0:
         return [Capability("tc-tbf", False, "not root"), Capability("tc-netem", False, "not root")]
-    from pyroute2 import NetNS
-
-    from testbed.emulation.netns import create_netns, create_veth, remove_netns
+    from testbed.emulation.netns import create_netns, create_veth, ipr, remove_netns
 
     a, b = f"tb-doc-a{os.getpid()}", f"tb-doc-b{os.getpid()}"
     out = []
@@ -43,7 +41,7 @@ def _probe_qdiscs() -> list[Capability]:
         create_netns(b)
         create_veth(f"tbvdoc{os.getpid() % 10000}a", f"tbvdoc{os.getpid() % 10000}b", a, b, "d0", "d0",
                     "198.18.255.1", "198.18.255.2", 30)
-        with NetNS(a) as ns:
+        with ipr(a) as ns:
             idx = ns.link_lookup(ifname="d0")[0]
             for kind, kw in (("tbf", {"rate": 1_000_000, "burst": 3028, "limit": 50_000}),
                              ("netem", {"delay": 10_000})):

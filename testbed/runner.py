@@ -154,7 +154,7 @@ def run_experiment(exp: Experiment, out_root: str | Path = "results", address: s
                 manifest["warnings"] = list(tb.warnings)
                 manifest["setup_timings_s"] = dict(tb.timings)
                 write_json(path / "manifest.json", manifest)
-                if compute == "cgroup" and fit_caps:
+                if fit_caps:
                     manifest["calibration_fit"] = tb.fit_caps()
                     manifest["compute_plans"] = {n: p.to_dict() for n, p in tb.plans().items()}
                 workload.setup(tb)

@@ -135,7 +135,9 @@ class Testbed:
 
     def _check_oversubscription(self, plans: dict[str, ComputePlan]) -> None:
         host = os.cpu_count() or 1
-        total = sum(p.cpu_cores if p.cpu_cores is not None else p.threads for p in plans.values())
+        # a dilated node burns 1/slowdown of a core while it computes; a cgroup node at most its quota
+        total = sum(p.cpu_cores if p.cpu_cores is not None else p.threads / max(1.0, p.slowdown)
+                    for p in plans.values())
         if total > host:
             self.warnings.append(
                 f"the compute caps add up to {total:.2f} cores on a {host}-core host: timings stay faithful only "
@@ -175,6 +177,7 @@ class Testbed:
         for g in self.groups.values():
             pid, start = ray.get(g.compute_actor.pid.remote(), timeout=120)
             self.ledger.record("pid", str(pid), pid=pid, start=start)
+            self._stack.callback(self._kill_compute, g.compute_actor, pid)
         for g in self.groups.values():
             specs = []
             for n in g.nodes:
@@ -218,44 +221,95 @@ class Testbed:
     def _remove_cgroup(self, leaf: Any) -> None:
         leaf.remove()
         self.ledger.forget("cgroup", leaf.name)
-        for e in self.ledger.pending():
-            if e.kind == "pid":
-                self.ledger.forget("pid", e.name)
+
+    def _kill_compute(self, actor: Any, pid: int) -> None:
+        import psutil
+        import ray
+
+        ray.kill(actor, no_restart=True)
+        try:
+            psutil.Process(pid).wait(10)  # the cgroup can only go once its task is gone
+        except psutil.NoSuchProcess:
+            pass
+        except psutil.TimeoutExpired:
+            logger.warning("compute process %s still alive 10 s after ray.kill", pid)
+            return
+        self.ledger.forget("pid", str(pid))
 
     # -- calibration in place --------------------------------------------------------------
     def fit_caps(self, tolerance_pct: float = 3.0, iters: int = 15, rounds: int = 5) -> dict[str, dict[str, float]]:
-        """Fit each cgroup quota so the node's median latency matches its class target.
+        """Fit each node's cap so its median latency matches its class target, and cache it per host.
 
-        Runs on the node's own capped compute process, one node at a time (so they do not
-        disturb each other), and caches the result per host.
+        ``dilation``: the factor is target / median thread-CPU time measured in the node's own
+        compute process. ``cgroup``: the CFS quota is corrected by measured/target until the median
+        is within ``tolerance_pct``. Nodes are fitted one at a time so they do not disturb each other.
         """
         import ray
 
         store = CalibrationStore.load()
         out: dict[str, dict[str, float]] = {}
         for g in self.groups.values():
-            for n, p in g.plans.items():
-                if p.backend != "cgroup" or p.host_speed or p.model is None or p.target_ms is None:
+            for n, p in list(g.plans.items()):
+                if p.backend not in ("cgroup", "dilation") or p.host_speed or p.model is None or p.target_ms is None:
                     continue
                 key = f"{p.hardware_class}/{p.model}"
-                if key in store.cgroup_cores:
+                if key in (store.cgroup_cores if p.backend == "cgroup" else store.dilation_slowdown):
                     continue
-                cores = p.cpu_cores or 1.0
-                err = float("nan")
-                for _ in range(rounds):
-                    ray.get(g.compute_actor.set_limits.remote(cores, p.memory_bytes, p.period_us))
-                    med = statistics.median(ray.get(g.compute_actor.bench.remote(p.model, iters)))
-                    err = 100.0 * (med - p.target_ms) / p.target_ms
-                    if abs(err) <= tolerance_pct:
-                        break
-                    cores = max(0.01, cores * med / p.target_ms)
-                store.cgroup_cores[key] = cores
-                store.fit_error_pct[key] = err
+                ray.get(g.compute_actor.load.remote(p.model, p.model, self.seed))
+                if p.backend == "dilation":
+                    ray.get(g.compute_actor.set_plan.remote(n, dict(p.to_dict(), slowdown=1.0)))
+                    _, cpu = self._probe(g, n, p.model, iters)
+                    slow = p.target_ms / statistics.median(cpu)
+                    err = float("nan")
+                    # CPU time per call grows once sleeps separate the calls (cold caches), so correct
+                    # the factor with the sleeps in place, as for the cgroup quota
+                    for _ in range(rounds):
+                        ray.get(g.compute_actor.set_plan.remote(n, dict(p.to_dict(), slowdown=slow)))
+                        med = statistics.median(self._probe(g, n, p.model, iters)[0])
+                        err = 100.0 * (med - p.target_ms) / p.target_ms
+                        if abs(err) <= tolerance_pct:
+                            break
+                        slow *= p.target_ms / med
+                    store.dilation_slowdown[key] = slow
+                    store.fit_error_pct[key + "/dilation"] = err
+                    out[n] = {"slowdown": slow, "error_pct": err}
+                else:
+                    cores = p.cpu_cores or 1.0
+                    err = float("nan")
+                    for _ in range(rounds):
+                        ray.get(g.compute_actor.set_limits.remote(cores, p.memory_bytes, p.period_us))
+                        wall, _ = self._probe(g, n, p.model, iters)
+                        med = statistics.median(wall)
+                        err = 100.0 * (med - p.target_ms) / p.target_ms
+                        if abs(err) <= tolerance_pct:
+                            break
+                        cores = max(0.01, cores * med / p.target_ms)
+                    store.cgroup_cores[key] = cores
+                    store.fit_error_pct[key] = err
+                    out[n] = {"cores": cores, "error_pct": err}
                 store.save()
-                out[n] = {"cores": cores, "error_pct": err}
                 g.plans[n] = plan_compute(n, self.topology.nodes[n].hardware, p.model, p.backend, store)
-                ray.get(g.compute_actor.set_limits.remote(g.plans[n].cpu_cores, p.memory_bytes, p.period_us))
+                ray.get(g.compute_actor.set_plan.remote(n, g.plans[n].to_dict()))
+                if p.backend == "cgroup":
+                    ray.get(g.compute_actor.set_limits.remote(g.plans[n].cpu_cores, p.memory_bytes,
+                                                              g.plans[n].period_us))
         return out
+
+    def _probe(self, g: Group, node: str, model: str, iters: int) -> tuple[list[float], list[float]]:
+        """Wall and CPU ms of ``iters`` forwards through the same Ray call path requests take."""
+        import numpy as np
+        import ray
+
+        from testbed.workload import MODELS
+
+        x = np.random.default_rng(self.seed).integers(0, 256, (1, *MODELS.get(model).input_shape), dtype=np.uint8)
+        wall, cpu = [], []
+        for i in range(iters + 2):
+            _, st = ray.get(g.compute_actor.forward.remote(node, model, x, time.monotonic_ns()))
+            if i >= 2:  # the first calls warm caches and allocators
+                wall.append((st["end_ns"] - st["start_ns"]) / 1e6)
+                cpu.append(st["cpu_ns"] / 1e6)
+        return wall, cpu
 
     # -- driver-side access ----------------------------------------------------------------
     def plans(self) -> dict[str, ComputePlan]:

@@ -16,7 +16,7 @@ from testbed.errors import TestbedError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Edge-AI emulation testbed: run topologies of devices, edge nodes and clouds on Ray.")
-console = Console()
+console = Console(width=max(150, Console().width))
 err_console = Console(stderr=True)
 
 
@@ -83,8 +83,21 @@ def run(experiment: Annotated[Path, typer.Argument(help="experiment YAML")],
     for w in outcome.warnings:
         err_console.print(f"[yellow]warning[/]: {w}", highlight=False)
     if not outcome.summary.empty:
-        console.print(table_from_frame(outcome.summary, title=f"{exp.spec.name} summary"))
+        console.print(table_from_frame(_short_summary(outcome.summary), title=f"{exp.spec.name} summary"))
     console.print(f"results: {outcome.path}")
+
+
+def _short_summary(df: object) -> object:
+    """The columns a person reads first; the full table is in summary.csv."""
+    import pandas as pd
+
+    assert isinstance(df, pd.DataFrame)
+    names = {"device": "device", "phase": "tier", "target": "runs on", "requests": "n",
+             "latency_p50_ms": "p50 ms", "latency_p95_ms": "p95 ms", "compute_ms": "compute ms",
+             "transfer_ms": "transfer ms", "bytes_per_request": "bytes/req", "energy_j_per_request": "J/req",
+             "fastest": "fastest"}
+    cols = [c for c in names if c in df.columns]
+    return df[cols].rename(columns=names) if cols else df
 
 
 @app.command()
@@ -154,6 +167,73 @@ def report(run_dir: Annotated[Path, typer.Argument(help="a run directory under r
         err_console.print(f"[bold red]error[/]: {exc}")
         raise typer.Exit(2) from None
     console.print(f"report: {out}")
+
+
+@app.command()
+def calibrate(classes: Annotated[str, typer.Option(help="comma-separated hardware classes")] = "rpi4b",
+              models: Annotated[str, typer.Option(help="comma-separated models")] = "resnet18,mobilenet_v2",
+              refit: Annotated[bool, typer.Option("--refit", help="forget earlier fits on this host")] = False) -> None:
+    """Measure this host, fit each class's caps, and print emulated vs published latency."""
+    from testbed import bench as b
+    from testbed.calibration import CalibrationStore, calibration_path
+
+    logging.basicConfig(level=logging.WARNING)
+    if refit:
+        st = CalibrationStore.load()
+        st.cgroup_cores.clear()
+        st.dilation_slowdown.clear()
+        st.fit_error_pct.clear()
+        st.host_ms.clear()
+        st.save()
+    _, compute = b.available_backends()
+    rows = []
+    with console.status("calibrating ..."):
+        for hc in classes.split(","):
+            rows += b.bench_classes(compute, tuple(models.split(",")), hardware=hc.strip(), requests=20)
+    _print_rows(rows)
+    store = CalibrationStore.load()
+    console.print(f"host one-thread latencies (ms): {json.dumps({k: round(v, 2) for k, v in store.host_ms.items()})}")
+    console.print(f"saved: {calibration_path()}")
+
+
+def _print_rows(rows: list) -> None:  # type: ignore[type-arg]
+    t = Table(title="measured vs target")
+    for c in ("bench", "case", "measured", "target", "error", "tolerance", "ok"):
+        t.add_column(c)
+    for r in rows:
+        t.add_row(r.bench, r.case, f"{r.measured:.3f} {r.unit}", f"{r.expected:.3f} {r.unit}",
+                  f"{r.error:+.2f} {r.tolerance_unit}", f"{r.tolerance:g} {r.tolerance_unit}",
+                  "[green]yes[/]" if r.ok else "[red]NO[/]")
+    console.print(t)
+
+
+@app.command()
+def bench(which: Annotated[str, typer.Argument(help="links | transport | classes | demo | all")] = "all",
+          out: Annotated[Path, typer.Option(help="where to store the JSON record")] = Path("results/bench")) -> None:
+    """Measure the emulation against its targets and print measured beside target."""
+    import datetime as dt
+
+    from testbed import bench as b
+
+    logging.basicConfig(level=logging.WARNING)
+    links, compute = b.available_backends()
+    jobs = {"links": lambda: b.bench_links(links), "transport": lambda: sum((b.bench_transport(x) for x in links), []),
+            "classes": lambda: b.bench_classes(compute), "demo": b.bench_demo}
+    if which != "all" and which not in jobs:
+        err_console.print(f"[red]error[/]: unknown benchmark {which!r}; choose one of: {', '.join(jobs)}, all")
+        raise typer.Exit(2)
+    rows: list = []
+    try:
+        for name in jobs if which == "all" else [which]:
+            with console.status(f"bench {name} ..."):
+                rows += jobs[name]()
+    except TestbedError as exc:
+        fail(exc)
+    _print_rows(rows)
+    out.mkdir(parents=True, exist_ok=True)
+    f = out / f"{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-{which}.json"
+    f.write_text(json.dumps(b.as_records(rows), indent=2))
+    console.print(f"record: {f}")
 
 
 def main() -> None:

@@ -11,8 +11,10 @@ import ctypes
 import ctypes.util
 import errno
 import os
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 CLONE_NEWNET = 0x40000000
 NETNS_DIR = Path("/var/run/netns")
@@ -55,12 +57,53 @@ def list_netns(prefix: str = "") -> list[str]:
     return sorted(p.name for p in NETNS_DIR.iterdir() if p.name.startswith(prefix))
 
 
-def create_netns(name: str) -> None:
-    """Create a named namespace with ``lo`` up and IPv4 forwarding on (it may route for others)."""
-    from pyroute2 import NetNS, netns
+_MS_BIND = 4096
+_MNT_DETACH = 2
 
-    netns.create(name)
-    with NetNS(name) as ns:
+
+def _thread_do(fn: Callable[[], None]) -> None:
+    """Run ``fn`` in a fresh thread (so namespace changes never touch the caller) and re-raise its error."""
+    err: list[BaseException] = []
+
+    def body() -> None:
+        try:
+            fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            err.append(exc)
+
+    t = threading.Thread(target=body, name="tb-netns")
+    t.start()
+    t.join()
+    if err:
+        raise err[0]
+
+
+def create_netns(name: str) -> None:
+    """Create a named namespace (as ``ip netns add`` does), with ``lo`` up and IPv4 forwarding on.
+
+    Done without forking: a short-lived thread unshares its network namespace and bind-mounts it
+    at /var/run/netns/NAME (forking a process that runs Ray threads can deadlock the child).
+    """
+    NETNS_DIR.mkdir(parents=True, exist_ok=True)
+    path = NETNS_DIR / name
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o444)
+    os.close(fd)
+
+    def make() -> None:
+        if _libc.unshare(CLONE_NEWNET):
+            e = ctypes.get_errno()
+            raise OSError(e, f"unshare(CLONE_NEWNET): {os.strerror(e)}")
+        src = f"/proc/self/task/{threading.get_native_id()}/ns/net".encode()
+        if _libc.mount(src, str(path).encode(), None, _MS_BIND, None):
+            e = ctypes.get_errno()
+            raise OSError(e, f"bind mount of the new namespace on {path}: {os.strerror(e)}")
+
+    try:
+        _thread_do(make)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    with ipr(name) as ns:
         idx = ns.link_lookup(ifname="lo")[0]
         ns.link("set", index=idx, state="up")
     with in_netns(name):
@@ -69,14 +112,27 @@ def create_netns(name: str) -> None:
 
 def remove_netns(name: str) -> None:
     """Delete a named namespace (its veths and ifbs go with it); a missing one is fine."""
-    from pyroute2 import netns
+    path = NETNS_DIR / name
+    if not path.exists():
+        return
+    if _libc.umount2(str(path).encode(), _MNT_DETACH):
+        e = ctypes.get_errno()
+        if e not in (errno.EINVAL, errno.ENOENT):  # EINVAL: not a mount point (half-made)
+            raise OSError(e, f"umount {path}: {os.strerror(e)}")
+    path.unlink(missing_ok=True)
 
-    if netns_exists(name):
-        try:
-            netns.remove(name)
-        except OSError as exc:
-            if exc.errno != errno.ENOENT:
-                raise
+
+@contextlib.contextmanager
+def ipr(ns: str | None) -> Iterator[Any]:
+    """A pyroute2 ``IPRoute`` whose netlink socket lives in namespace ``ns`` (created from this thread)."""
+    from pyroute2 import IPRoute
+
+    with in_netns(ns):
+        ip = IPRoute()
+    try:
+        yield ip
+    finally:
+        ip.close()
 
 
 def create_veth(host_a: str, host_b: str, ns_a: str, ns_b: str, name_a: str, name_b: str,
@@ -85,10 +141,8 @@ def create_veth(host_a: str, host_b: str, ns_a: str, ns_b: str, name_a: str, nam
 
     ``host_a``/``host_b`` are the transient, unique names the ends carry in the host namespace
     before they move (interface names in the host namespace must not collide across runs).
-    GSO is capped at one MTU so the rate shaper sees wire-sized packets (host-facts: veth hands
-    64 KB GSO super-packets to the qdisc, which breaks byte-limited queues).
     """
-    from pyroute2 import IPRoute, NetNS
+    from pyroute2 import IPRoute
 
     with IPRoute() as ip:
         ip.link("add", ifname=host_a, kind="veth", peer=host_b)
@@ -96,26 +150,22 @@ def create_veth(host_a: str, host_b: str, ns_a: str, ns_b: str, name_a: str, nam
             idx = ip.link_lookup(ifname=host)[0]
             ip.link("set", index=idx, net_ns_fd=ns)
     for host, ns, final, addr in ((host_a, ns_a, name_a, addr_a), (host_b, ns_b, name_b, addr_b)):
-        with NetNS(ns) as n:
+        with ipr(ns) as n:
             idx = n.link_lookup(ifname=host)[0]
-            n.link("set", index=idx, ifname=final, gso_max_size=1500, gso_max_segs=1)
+            n.link("set", index=idx, ifname=final)
             n.addr("add", index=idx, address=addr, prefixlen=prefixlen)
             n.link("set", index=idx, state="up")
 
 
 def add_node_address(ns: str, address: str) -> None:
     """Give the node its own /32 on ``lo``: the address its sockets bind to."""
-    from pyroute2 import NetNS
-
-    with NetNS(ns) as n:
+    with ipr(ns) as n:
         idx = n.link_lookup(ifname="lo")[0]
         n.addr("add", index=idx, address=address, prefixlen=32)
 
 
 def add_route(ns: str, dst: str, gateway: str, src: str | None = None) -> None:
-    from pyroute2 import NetNS
-
-    with NetNS(ns) as n:
+    with ipr(ns) as n:
         kw = {"dst": dst, "gateway": gateway}
         if src:
             kw["prefsrc"] = src

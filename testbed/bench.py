@@ -1,0 +1,307 @@
+"""Benchmarks that print measured figures beside their targets (``testbed bench ...``).
+
+Targets (issue 2):
+* links: goodput within 2 % of rate x 1448/1514 (TCP/IP header overhead) at 10/100/1000 Mbit; one-way delay
+  median within 0.5 ms at 5/20/100 ms; both link backends;
+* transport: unshaped goodput >= 80 % of a raw TCP socket pair between the same two namespaces; per-hop overhead
+  <= 0.3 ms;
+* classes: rpi4b on resnet18 and mobilenet_v2, emulated median latency within +-10 % of the published figure,
+  dilation and cgroup backends;
+* demo: finishes in under 2 minutes.
+Comparisons are made side by side in one run, because the machine is shared and noisy.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import statistics
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from testbed.config.loader import load_catalog
+from testbed.config.models import LinkSpec, Tier
+from testbed.emulation.netns import in_netns
+from testbed.emulation.network import KernelNetwork, NetworkBackend, UserspaceNetwork
+from testbed.emulation.tc import HEADER_EFFICIENCY
+from testbed.lifecycle.ledger import Ledger
+from testbed.topology import Link, Node, Topology, assign_addresses
+from testbed.transport import Endpoint, Message
+
+
+@dataclass
+class Row:
+    """One benchmark line."""
+
+    bench: str
+    case: str
+    measured: float
+    expected: float
+    unit: str
+    error: float  # signed, in the unit of ``tolerance``
+    tolerance: float
+    tolerance_unit: str
+
+    @property
+    def ok(self) -> bool:
+        return abs(self.error) <= self.tolerance
+
+
+def pair_topology(spec: LinkSpec, down: LinkSpec | None = None) -> Topology:
+    hc = load_catalog().hardware_classes["edge_server"]
+    (aa, ba), links = assign_addresses("198.18.0.0/15", 2, 1)
+    la, lb, plen = links[0]
+    nodes = {"a": Node("a", Tier.DEVICE, hc, aa), "b": Node("b", Tier.EDGE, hc, ba)}
+    return Topology("bench", nodes, (Link(0, "a", "b", spec, down or spec, None, None, la, lb, plen),),
+                    "198.18.0.0/15", "<bench>")
+
+
+@contextmanager
+def endpoints(backend: str, spec: LinkSpec, shape: bool = True) -> Iterator[tuple[Endpoint, Endpoint, NetworkBackend]]:
+    """Two in-process endpoints over one emulated link (a → b shaped by ``spec``, both directions)."""
+    topo = pair_topology(spec)
+    run_id = secrets.token_hex(4)
+    ledger = Ledger(run_id)
+    net: NetworkBackend = (KernelNetwork if backend == "kernel" else UserspaceNetwork)(topo, run_id, ledger)
+    eps: list[Endpoint] = []
+    try:
+        net.build()
+        inbox: list[Message] = []
+        lock = threading.Lock()
+
+        def sink(m: Message) -> None:
+            m.array = None  # a real consumer frees each buffer; keeping them all would measure page faults
+            with lock:
+                inbox.append(m)
+            return None
+
+        a = Endpoint("a", net.binding("a").address, net.binding("a").netns, handler=None, seed=1)
+        b = Endpoint("b", net.binding("b").address, net.binding("b").netns, handler=sink, seed=2)
+        b.inbox = inbox  # type: ignore[attr-defined]
+        eps = [a, b]
+        pa, pb = a.start(), b.start()
+        from testbed.transport import PathModel
+
+        ma, mb = (net.path_model("b", "a"), net.path_model("a", "b")) if shape else (PathModel(), PathModel())
+        a.set_peers({"b": (net.binding("b").address, pb)}, {"b": ma})
+        b.set_peers({"a": (net.binding("a").address, pa)}, {"a": mb})
+        yield a, b, net
+    finally:
+        for e in eps:
+            e.close()
+        net.teardown()
+        ledger.close()
+
+
+def _wait_inbox(b: Endpoint, n: int, timeout: float) -> list[Message]:
+    end = time.monotonic() + timeout
+    inbox: list[Message] = b.inbox  # type: ignore[attr-defined]
+    while len(inbox) < n and time.monotonic() < end:
+        time.sleep(0.005)
+    return list(inbox)
+
+
+def goodput_mbit(a: Endpoint, b: Endpoint, total_bytes: int, msg_bytes: int = 1 << 20) -> float:
+    """Receiver-side goodput of a bulk transfer: payload bits / (last arrival - first send)."""
+    n = max(2, total_bytes // msg_bytes)
+    buf = np.zeros(msg_bytes, dtype=np.uint8)
+    a.send("b", "warm", buf[:1000])
+    _wait_inbox(b, 1, 10)
+    b.inbox.clear()  # type: ignore[attr-defined]
+    t0 = time.monotonic_ns()
+    for _ in range(n):
+        a.send("b", "bulk", buf)
+    got = _wait_inbox(b, n, 600)
+    last = max(m.arrival_ns for m in got)
+    payload = sum(m.payload_bytes for m in got)
+    return payload * 8 / ((last - t0) / 1e9) / 1e6
+
+
+def bench_links(backends: list[str], rates: tuple[float, ...] = (10, 100, 1000),
+                delays: tuple[float, ...] = (5, 20, 100), seconds: float = 3.0) -> list[Row]:
+    rows = []
+    for be in backends:
+        for r in rates:
+            with endpoints(be, LinkSpec(rate_mbit=r)) as (a, b, _):
+                g = goodput_mbit(a, b, int(r * 1e6 / 8 * seconds))
+            exp = r * HEADER_EFFICIENCY
+            rows.append(Row("links", f"{be}: goodput at {r:g} Mbit", g, exp, "Mbit/s", 100 * (g / exp - 1), 2.0, "%"))
+        for d in delays:
+            with endpoints(be, LinkSpec(rate_mbit=1000, delay_ms=d)) as (a, b, _):
+                one_way = []
+                for i in range(40):
+                    a.send("b", "ping", np.zeros(1024, dtype=np.uint8), {"i": i})
+                    time.sleep(0.003)
+                got = _wait_inbox(b, 40, 30)
+                one_way = [(m.release_ns - m.send_ns) / 1e6 for m in got]
+            med = statistics.median(one_way)
+            rows.append(Row("links", f"{be}: one-way delay {d:g} ms (1 KiB msgs, median)", med, d, "ms", med - d,
+                            0.5, "ms"))
+    return rows
+
+
+def _raw_pair(net: NetworkBackend) -> tuple[socket.socket, socket.socket]:
+    ba, bb = net.binding("a"), net.binding("b")
+    with in_netns(bb.netns):
+        srv = socket.socket()
+    srv.bind((bb.address, 0))
+    srv.listen(1)
+    with in_netns(ba.netns):
+        cli = socket.socket()
+    cli.bind((ba.address, 0))
+    cli.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    cli.connect(srv.getsockname())
+    conn, _ = srv.accept()
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    srv.close()
+    return cli, conn
+
+
+def raw_goodput_mbit(net: NetworkBackend, total: int, chunk: int = 1 << 20) -> float:
+    cli, conn = _raw_pair(net)
+    done = threading.Event()
+    got = [0]
+
+    def rx() -> None:
+        buf = bytearray(chunk)
+        mv = memoryview(buf)
+        while got[0] < total:
+            k = conn.recv_into(mv)
+            if not k:
+                break
+            got[0] += k
+        done.set()
+
+    t = threading.Thread(target=rx)
+    t.start()
+    data = bytes(chunk)
+    t0 = time.monotonic_ns()
+    sent = 0
+    while sent < total:
+        cli.sendall(data)
+        sent += chunk
+    done.wait(600)
+    dt = (time.monotonic_ns() - t0) / 1e9
+    t.join()
+    cli.close()
+    conn.close()
+    return got[0] * 8 / dt / 1e6
+
+
+def raw_rtt_ms(net: NetworkBackend, n: int = 300) -> float:
+    cli, conn = _raw_pair(net)
+
+    def echo() -> None:
+        buf = bytearray(64)
+        for _ in range(n):
+            k = conn.recv_into(buf)
+            conn.sendall(buf[:k])
+
+    t = threading.Thread(target=echo)
+    t.start()
+    rtts = []
+    msg = bytes(64)
+    for _ in range(n):
+        t0 = time.perf_counter_ns()
+        cli.sendall(msg)
+        cli.recv(64)
+        rtts.append((time.perf_counter_ns() - t0) / 1e6)
+    t.join()
+    cli.close()
+    conn.close()
+    return statistics.median(rtts)
+
+
+def bench_transport(backend: str, total_mb: int = 400) -> list[Row]:
+    rows = []
+    # kernel: a 10 Gbit TBF, which raw TCP and our transport cross alike; userspace: no token bucket at all
+    with endpoints(backend, LinkSpec(rate_mbit=10_000), shape=backend == "kernel") as (a, b, net):
+        raw_g, ours_g = [], []
+        for _ in range(3):  # interleaved, so both see the same machine load
+            raw_g.append(raw_goodput_mbit(net, total_mb * 2**20))
+            b.inbox.clear()  # type: ignore[attr-defined]
+            ours_g.append(goodput_mbit(a, b, total_mb * 2**20, 4 << 20))
+        raw, ours = statistics.median(raw_g), statistics.median(ours_g)
+        rows.append(Row("transport", f"{backend}: unshaped goodput, ours vs raw TCP ({raw:.0f} Mbit/s)", ours,
+                        0.8 * raw, "Mbit/s", 0.0 if ours >= 0.8 * raw else 100 * (ours / raw - 0.8), 0.0, "% below 80 %"))
+        b.handler = lambda m: ("pong", None, {})
+        raw_rtt = raw_rtt_ms(net)
+        rtts = []
+        for i in range(300):
+            t0 = time.perf_counter_ns()
+            a.request("b", "ping", np.zeros(64, dtype=np.uint8))
+            rtts.append((time.perf_counter_ns() - t0) / 1e6)
+        ours_rtt = statistics.median(rtts)
+        per_hop = (ours_rtt - raw_rtt) / 2
+        rows.append(Row("transport", f"{backend}: per-hop overhead (RTT ours {ours_rtt:.3f} - raw {raw_rtt:.3f} ms)/2",
+                        per_hop, 0.3, "ms", max(0.0, per_hop - 0.3), 0.0, "ms over 0.3"))
+    return rows
+
+
+def bench_classes(backends: list[str], models: tuple[str, ...] = ("resnet18", "mobilenet_v2"),
+                  hardware: str = "rpi4b", requests: int = 30) -> list[Row]:
+    from testbed.calibration import CalibrationStore, class_target_ms
+    from testbed.testbed import Testbed
+
+    cat = load_catalog()
+    hc = cat.hardware_classes[hardware]
+    rows = []
+    store = CalibrationStore.load()
+    for be in backends:
+        for m in models:
+            target, _ = class_target_ms(store, hc, m)
+            assert target is not None
+            topo = pair_topology(LinkSpec(rate_mbit=1000))
+            topo = Topology(topo.name, {"a": Node("a", Tier.DEVICE, hc, topo.nodes["a"].address),
+                                        "b": topo.nodes["b"]}, topo.links, topo.address_pool, topo.source)
+            with Testbed(topo, secrets.token_hex(4), 0, "userspace", be, {"a": m, "b": None}) as tb:
+                if be == "cgroup":
+                    tb.fit_caps()
+                tb.add_role("a", "inference", {"model": m, "input_shape": [3, 224, 224], "input_dtype": "uint8"})
+                tb.load_model("a", m, m)
+                tb.call("a", "inference", "run_requests", target="a", target_tier="device", n=3, first_id=0,
+                        interval_ms=0.0, record=False)
+                tb.drain()
+                tb.call("a", "inference", "run_requests", target="a", target_tier="device", n=requests, first_id=0,
+                        interval_ms=0.0)
+                spans, _ = tb.drain()
+            comp = [s["duration_ms"] for s in spans if s["kind"] == "compute"]
+            med = statistics.median(comp)
+            rows.append(Row("classes", f"{be}: {hardware} {m} median compute latency", med, target, "ms",
+                            100 * (med / target - 1), 10.0, "%"))
+    return rows
+
+
+def bench_demo(path: str = "experiments/demo.yaml") -> list[Row]:
+    import tempfile
+
+    from testbed.config.loader import load_experiment
+    from testbed.runner import run_experiment
+
+    exp = load_experiment(path)
+    t0 = time.monotonic()
+    with tempfile.TemporaryDirectory() as d:
+        out = run_experiment(exp, d)
+        status = out.status
+    dt = time.monotonic() - t0
+    return [Row("demo", f"demo wall time ({status})", dt, 120.0, "s", max(0.0, dt - 120.0), 0.0, "s over 120")]
+
+
+def available_backends() -> tuple[list[str], list[str]]:
+    from testbed.emulation.cgroups import cgroup_mode
+
+    root = os.geteuid() == 0
+    links = ["kernel", "userspace"] if root else ["userspace"]
+    compute = ["dilation", "cgroup"] if root and cgroup_mode() != "none" else ["dilation"]
+    return links, compute
+
+
+def as_records(rows: list[Row]) -> list[dict[str, Any]]:
+    return [dict(vars(r), ok=r.ok) for r in rows]

@@ -1,0 +1,157 @@
+"""Real namespaces, veths, tc qdiscs, routes and cgroups (root only; CI runs as root here)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from testbed.config.loader import load_topology
+from testbed.config.models import LinkSpec
+from testbed.errors import ConfigError, PrivilegeError
+from testbed.lifecycle.cleanup import blackhole_present, clean
+from testbed.lifecycle.ledger import Ledger
+
+from ..conftest import ROOT, is_root, leftovers
+
+pytestmark = [pytest.mark.privileged, pytest.mark.skipif(not is_root(), reason="needs root")]
+
+
+def test_kernel_network_build_route_shape_teardown() -> None:
+    from testbed.emulation.network import KernelNetwork
+    from testbed.emulation.netns import in_netns, list_netns
+    from testbed.emulation.tc import show_qdisc
+    from testbed.transport import Endpoint
+
+    # Prepare
+    topo = load_topology(ROOT / "topologies/minimal.yaml")
+    ledger = Ledger("abcd1234")
+    net = KernelNetwork(topo, "abcd1234", ledger)
+    try:
+        # Execute
+        net.build()
+        # Assert: one namespace per node, a TBF on each end, the host blackholes the range
+        assert set(list_netns("tb-abcd1234-")) == {f"tb-abcd1234-{n}" for n in topo.nodes}
+        assert show_qdisc(net.ns("dev"), "l0") == "tbf" and show_qdisc(net.ns("edge"), "l0") == "tbf"
+        assert blackhole_present("198.18.0.0/15")
+        # routing through the edge: dev reaches cloud's own address over two hops
+        got = []
+        cloud = Endpoint("cloud", topo.nodes["cloud"].address, net.ns("cloud"), handler=lambda m: got.append(m))
+        dev = Endpoint("dev", topo.nodes["dev"].address, net.ns("dev"))
+        port = cloud.start()
+        dev.start()
+        dev.set_peers({"cloud": (topo.nodes["cloud"].address, port)}, {})
+        dev.send("cloud", "x", np.arange(1000, dtype=np.float32))
+        for _ in range(200):
+            if got:
+                break
+            time.sleep(0.01)
+        assert got and got[0].array is not None and got[0].array[999] == 999
+        dev.close()
+        cloud.close()
+        # a socket made in the host namespace cannot bind an emulated address: it fails closed
+        import socket
+
+        s = socket.socket()
+        with pytest.raises(OSError):
+            s.bind((topo.nodes["dev"].address, 0))
+        s.close()
+        # re-applying a spec replaces the qdisc, it never stacks
+        net.set_link(0, LinkSpec(rate_mbit=5), LinkSpec(rate_mbit=5))
+        assert show_qdisc(net.ns("dev"), "l0") == "tbf"
+        with in_netns(net.ns("edge")):
+            assert Path("/proc/sys/net/ipv4/ip_forward").read_text().strip() == "1"
+    finally:
+        net.teardown()
+        ledger.close()
+    assert not list_netns("tb-abcd1234-")
+    assert not blackhole_present("198.18.0.0/15")
+    assert not ledger.path.exists()
+
+
+def test_cgroup_caps_cpu_and_memory() -> None:
+    from testbed.emulation.cgroups import CgroupLeaf, cgroup_mode
+
+    leaf = CgroupLeaf.plan("tb-test-cg", cgroup_mode())
+    code = ("import time\nt=time.process_time();w=time.time()\n"
+            "while time.time()-w<1.5: pass\nprint((time.process_time()-t)/(time.time()-w))")
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.readline()\n" + code],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        leaf.create(0.25, 256 * 2**20, 20_000)
+        leaf.attach(proc.pid)
+        assert proc.pid in leaf.pids()
+        out, _ = proc.communicate("go\n", timeout=30)
+        share = float(out)
+        assert 0.18 < share < 0.32, share  # a 25 % quota holds a busy loop near 25 % of a core
+        assert leaf.stats().get("cpu_nr_throttled", 0) > 0
+    finally:
+        proc.kill()
+        leaf.remove()
+    assert not any(Path(d).exists() for d in leaf.dirs)
+
+
+def test_address_collision_is_a_config_error(tmp_path: Path) -> None:
+    from pyroute2 import IPRoute
+
+    from testbed.emulation.network import KernelNetwork
+
+    topo = load_topology(ROOT / "topologies/minimal.yaml")
+    with IPRoute() as ip:
+        ip.route("add", dst="198.18.0.0/24", type="unreachable")  # harmless: sends nothing anywhere
+    try:
+        with pytest.raises(ConfigError) as ei:
+            KernelNetwork.check_host(topo)
+        assert "address_pool" in str(ei.value) and "minimal.yaml" in str(ei.value)
+    finally:
+        with IPRoute() as ip:
+            ip.route("del", dst="198.18.0.0/24", type="unreachable")
+
+
+def test_kernel_backend_without_root_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from testbed.emulation.network import KernelNetwork
+
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(PrivilegeError, match="needs root"):
+        KernelNetwork.check_host(load_topology(ROOT / "topologies/minimal.yaml"))
+
+
+def test_sigkill_run_then_clean_leaves_nothing(tmp_path: Path) -> None:
+    # Prepare: a long run under the kernel and cgroup backends, in its own process
+    (tmp_path / "exp.yaml").write_text(f"""
+name: killme
+topology: {ROOT / 'topologies/minimal.yaml'}
+workload: {{name: inference, params: {{model: small_cnn, requests_per_device: 100000, warmup: 0}}}}
+backends: {{links: kernel, compute: cgroup}}
+""")
+    env = dict(os.environ)
+    proc = subprocess.Popen([sys.executable, "-m", "testbed.cli.app", "run", str(tmp_path / "exp.yaml"),
+                             "--out", str(tmp_path / "res"), "--no-fit"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not list((tmp_path / "res").glob("killme/*/spans/part-*.parquet")):
+            time.sleep(0.5)
+        assert list((tmp_path / "res").glob("killme/*/spans/part-*.parquet")), "the run never got going"
+        assert leftovers(), "a running kernel-backend run should own namespaces"
+        # Execute: kill the driver with SIGKILL (no teardown can run), then clean
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    time.sleep(1.0)
+    report = clean()
+    # Assert: nothing of ours is left, and a second clean is a no-op
+    assert not leftovers(), leftovers()
+    assert any(r.startswith("netns") for r in report.removed)
+    again = clean()
+    assert not again.removed and not again.failed
+    manifest = next((tmp_path / "res").glob("killme/*/manifest.json")).read_text()
+    assert '"status": "running"' in manifest  # a killed run stays visibly unfinished
