@@ -76,17 +76,20 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+def _raise_interrupt(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _install_handlers() -> dict[int, Any]:
+    """SIGTERM and SIGINT unwind the run like Ctrl-C, so teardown runs on every exit path."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {s: signal.signal(s, _raise_interrupt) for s in (signal.SIGTERM, signal.SIGINT)}
+
+
 @contextmanager
 def _signals_raise() -> Iterator[None]:
-    """SIGTERM (and SIGINT) unwind the run like Ctrl-C, so teardown runs on every exit path."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, _frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    old = _install_handlers()
     try:
         yield
     finally:
@@ -149,6 +152,7 @@ def run_experiment(exp: Experiment, out_root: str | Path = "results", address: s
         with _signals_raise():
             tb = Testbed(exp.topology, run_id, spec.seed, links, compute, workload.node_models(exp.topology), address)
             with tb:
+                _install_handlers()  # ray.init installs its own SIGTERM handler (sys.exit); ours must win
                 manifest["backends"]["links_detail"] = tb.network.info() if tb.network else {}
                 manifest["compute_plans"] = {n: p.to_dict() for n, p in tb.plans().items()}
                 manifest["warnings"] = list(tb.warnings)
@@ -184,7 +188,7 @@ def run_experiment(exp: Experiment, out_root: str | Path = "results", address: s
                                                       for h in exp.topology.path(a, b).hops]
                                           for a in exp.topology.nodes for b in exp.topology.nodes if a != b}
         manifest["status"] = "complete"
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):
         manifest["status"] = "interrupted"
         raise
     except BaseException as exc:

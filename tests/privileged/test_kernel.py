@@ -23,6 +23,26 @@ from ..conftest import ROOT, is_root, leftovers
 pytestmark = [pytest.mark.privileged, pytest.mark.skipif(not is_root(), reason="needs root")]
 
 
+def start_long_run(tmp_path: Path, name: str) -> subprocess.Popen[bytes]:
+    """Start an endless kernel+cgroup run in its own session; return once it has written spans."""
+    (tmp_path / "exp.yaml").write_text(f"""
+name: {name}
+topology: {ROOT / 'topologies/minimal.yaml'}
+workload: {{name: inference, params: {{model: small_cnn, requests_per_device: 100000, warmup: 0}}}}
+backends: {{links: kernel, compute: cgroup}}
+""")
+    proc = subprocess.Popen([sys.executable, "-m", "testbed.cli.app", "run", str(tmp_path / "exp.yaml"),
+                             "--out", str(tmp_path / "res"), "--no-fit"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not list((tmp_path / "res").glob(f"{name}/*/spans/part-*.parquet")):
+        time.sleep(0.5)
+    if not list((tmp_path / "res").glob(f"{name}/*/spans/part-*.parquet")):
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("the run never got going")
+    return proc
+
+
 def test_kernel_network_build_route_shape_teardown() -> None:
     from testbed.emulation.network import KernelNetwork
     from testbed.emulation.netns import in_netns, list_netns
@@ -124,21 +144,8 @@ def test_kernel_backend_without_root_is_refused(monkeypatch: pytest.MonkeyPatch)
 
 def test_sigkill_run_then_clean_leaves_nothing(tmp_path: Path) -> None:
     # Prepare: a long run under the kernel and cgroup backends, in its own process
-    (tmp_path / "exp.yaml").write_text(f"""
-name: killme
-topology: {ROOT / 'topologies/minimal.yaml'}
-workload: {{name: inference, params: {{model: small_cnn, requests_per_device: 100000, warmup: 0}}}}
-backends: {{links: kernel, compute: cgroup}}
-""")
-    env = dict(os.environ)
-    proc = subprocess.Popen([sys.executable, "-m", "testbed.cli.app", "run", str(tmp_path / "exp.yaml"),
-                             "--out", str(tmp_path / "res"), "--no-fit"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = start_long_run(tmp_path, "killme")
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not list((tmp_path / "res").glob("killme/*/spans/part-*.parquet")):
-            time.sleep(0.5)
-        assert list((tmp_path / "res").glob("killme/*/spans/part-*.parquet")), "the run never got going"
         assert leftovers(), "a running kernel-backend run should own namespaces"
         # Execute: kill the driver with SIGKILL (no teardown can run), then clean
         os.killpg(proc.pid, signal.SIGKILL)
@@ -155,3 +162,51 @@ backends: {{links: kernel, compute: cgroup}}
     assert not again.removed and not again.failed
     manifest = next((tmp_path / "res").glob("killme/*/manifest.json")).read_text()
     assert '"status": "running"' in manifest  # a killed run stays visibly unfinished
+
+
+def test_failure_halfway_through_build_unwinds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure after some namespaces and veths exist leaves nothing behind and an empty ledger."""
+    import testbed.emulation.tc as tc
+    from testbed.emulation.network import KernelNetwork
+    from testbed.errors import EmulationError
+
+    calls = {"n": 0}
+    real = tc.apply_rate
+
+    def flaky(ns: str, ifname: str, spec: LinkSpec) -> None:
+        calls["n"] += 1
+        if calls["n"] == 3:  # after the first link is shaped (both ends), the second link fails
+            raise EmulationError("injected tc failure")
+        real(ns, ifname, spec)
+
+    monkeypatch.setattr(tc, "apply_rate", flaky)
+    topo = load_topology(ROOT / "topologies/minimal.yaml")
+    ledger = Ledger("feed0001")
+    net = KernelNetwork(topo, "feed0001", ledger)
+    with pytest.raises(EmulationError):
+        try:
+            net.build()
+        finally:
+            net.teardown()
+            ledger.close()
+    assert calls["n"] == 3
+    assert not leftovers()
+    assert not ledger.path.exists()
+
+
+def test_sigterm_tears_down_and_marks_interrupted(tmp_path: Path) -> None:
+    proc = start_long_run(tmp_path, "termme")
+    try:
+        assert leftovers()
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert rc == 130
+    assert not leftovers(), leftovers()
+    import json
+
+    m = json.loads(next((tmp_path / "res").glob("termme/*/manifest.json")).read_text())
+    assert m["status"] == "interrupted" and m["partial"] is True
+    assert m["rows"]["spans"] > 0  # what was measured before the signal is kept
