@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import zlib
 from typing import Any
 
 import numpy as np
@@ -23,14 +24,15 @@ class NodeActor:
         self.samples = Buffer()
         self.compute_actor = compute
         self.runtimes: dict[str, NodeRuntime] = {}
-        for i, n in enumerate(nodes):
+        for n in nodes:
             name = n["name"]
 
             def call(key: str, x: np.ndarray, _node: str = name) -> tuple[np.ndarray, dict[str, Any]]:
                 return ray.get(self.compute_actor.forward.remote(_node, key, x, time.monotonic_ns()))
 
+            # each node its own stream, whichever actor hosts it: seed + a stable hash of the name
             self.runtimes[name] = NodeRuntime(name, n["tier"], n["hardware"], n["netns"], n["address"], run_id,
-                                              seed + 1000 * i, call, n["tx_energy"], self.spans)
+                                              seed + zlib.crc32(name.encode()), call, n["tx_energy"], self.spans)
         self._stop = threading.Event()
         self._compute_pid: int | None = None
         self._cgroup = None
@@ -48,20 +50,31 @@ class NodeActor:
         self._sampler.start()
         return ports
 
-    def set_peers(self, peers: dict[str, tuple[str, int]], paths: dict[str, dict[str, Any]]) -> None:
+    def where(self) -> dict[str, Any]:
+        """The Ray node and process hosting this actor (recorded in the manifest)."""
+        import socket as _s
+
+        import psutil
+
+        return {"ray_node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid(),
+                "start": psutil.Process().create_time(), "host": _s.gethostname()}
+
+    def set_peers(self, peers: dict[str, tuple[str, int]], paths: dict[str, dict[str, Any]],
+                  tx_rates: dict[str, dict[str, float | None]]) -> None:
         from testbed.transport import PathModel
 
         for name, rt in self.runtimes.items():
             rt.endpoint.set_peers({p: a for p, a in peers.items() if p != name},
-                                  {src: PathModel(**m) for src, m in paths[name].items()})
+                                  {src: PathModel(**m) for src, m in paths[name].items()}, tx_rates[name])
 
-    def update_paths(self, paths: dict[str, dict[str, dict[str, Any]]]) -> None:
+    def update_paths(self, paths: dict[str, dict[str, dict[str, Any]]],
+                     tx_rates: dict[str, dict[str, float | None]]) -> None:
         from testbed.transport import PathModel
 
-        for name, per_src in paths.items():
+        for name, per_peer in paths.items():
             if name in self.runtimes:
-                for src, m in per_src.items():
-                    self.runtimes[name].endpoint.update_path(src, PathModel(**m))
+                for peer, m in per_peer.items():
+                    self.runtimes[name].endpoint.update_path(peer, PathModel(**m), tx_rates[name].get(peer))
 
     def add_role(self, node: str, role: str, params: dict[str, Any]) -> None:
         from testbed.workload import ROLES

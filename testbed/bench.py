@@ -90,8 +90,8 @@ def endpoints(backend: str, spec: LinkSpec, shape: bool = True) -> Iterator[tupl
         from testbed.transport import PathModel
 
         ma, mb = (net.path_model("b", "a"), net.path_model("a", "b")) if shape else (PathModel(), PathModel())
-        a.set_peers({"b": (net.binding("b").address, pb)}, {"b": ma})
-        b.set_peers({"a": (net.binding("a").address, pa)}, {"a": mb})
+        a.set_peers({"b": (net.binding("b").address, pb)}, {"b": ma}, {"b": net.tx_rate("a", "b") if shape else None})
+        b.set_peers({"a": (net.binding("a").address, pa)}, {"a": mb}, {"a": net.tx_rate("b", "a") if shape else None})
         yield a, b, net
     finally:
         for e in eps:
@@ -230,11 +230,12 @@ def bench_transport(backend: str, total_mb: int = 400) -> list[Row]:
             ours_g.append(goodput_mbit(a, b, total_mb * 2**20, 4 << 20))
         raw, ours = statistics.median(raw_g), statistics.median(ours_g)
         rows.append(Row("transport", f"{backend}: unshaped goodput, ours vs raw TCP ({raw:.0f} Mbit/s)", ours,
-                        0.8 * raw, "Mbit/s", 0.0 if ours >= 0.8 * raw else 100 * (ours / raw - 0.8), 0.0, "% below 80 %"))
+                        0.8 * raw, "Mbit/s", 0.0 if ours >= 0.8 * raw else 100 * (ours / raw - 0.8), 0.0,
+                        "% below 80 %"))
         b.handler = lambda m: ("pong", None, {})
         raw_rtt = raw_rtt_ms(net)
         rtts = []
-        for i in range(300):
+        for _ in range(300):
             t0 = time.perf_counter_ns()
             a.request("b", "ping", np.zeros(64, dtype=np.uint8))
             rtts.append((time.perf_counter_ns() - t0) / 1e6)

@@ -98,7 +98,7 @@ def measure_latency_ms(model_name: str, iters: int | None = None, budget_s: floa
         for _ in range(2):
             model(x)
         t_end = time.monotonic() + budget_s
-        while (iters is None and (time.monotonic() < t_end or len(out) < 5)) or (iters is not None and len(out) < iters):
+        while (len(out) < iters) if iters is not None else (time.monotonic() < t_end or len(out) < 5):
             t0, c0 = time.perf_counter_ns(), time.thread_time_ns()
             model(x)
             out.append((time.perf_counter_ns() - t0) / 1e6)

@@ -23,6 +23,7 @@ import pandas as pd
 
 from testbed.config.loader import REPO_ROOT, Experiment
 from testbed.doctor import choose_backends
+from testbed.errors import ConfigError
 from testbed.metrics import SPAN_COLUMNS, ChunkWriter
 from testbed.results import write_json
 from testbed.testbed import Testbed
@@ -77,6 +78,9 @@ def package_versions() -> dict[str, str]:
 
 
 def _raise_interrupt(signum: int, _frame: Any) -> None:
+    # further signals are ignored until teardown is done: a second Ctrl-C must not strand half of it
+    for s in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(s, signal.SIG_IGN)
     raise KeyboardInterrupt(f"signal {signum}")
 
 
@@ -95,6 +99,19 @@ def _signals_raise() -> Iterator[None]:
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+
+
+def check_privileges(exp: Experiment, links: str, compute: str) -> None:
+    """Refuse, before anything is created, backends this process cannot use."""
+    from testbed.emulation.cgroups import cgroup_mode
+
+    if links == "kernel" and os.geteuid() != 0:
+        raise ConfigError("the kernel link backend needs root (network namespaces and tc)", file=exp.source,
+                          path="backends.links", fix="run as root, or set backends: {links: userspace}")
+    if compute == "cgroup" and (os.geteuid() != 0 or cgroup_mode() == "none"):
+        raise ConfigError("the cgroup compute backend needs root and cgroup v1 or v2 cpu+memory controllers",
+                          file=exp.source, path="backends.compute",
+                          fix="run as root on a host with cgroups, or set backends: {compute: dilation}")
 
 
 def new_run_dir(out_root: str | Path, experiment: str) -> tuple[str, Path]:
@@ -132,8 +149,9 @@ def run_experiment(exp: Experiment, out_root: str | Path = "results", address: s
     """
     spec = exp.spec
     links, compute, reasons = choose_backends(spec.backends.links, spec.backends.compute)
+    check_privileges(exp, links, compute)
     wl_cls = WORKLOADS.get(spec.workload.name)
-    workload = wl_cls(exp.params, spec.requests, spec.seed)
+    workload = wl_cls(exp.params, spec.requests, spec.seed, spec.duration_s)
     run_id, path = new_run_dir(out_root, spec.name)
     manifest: dict[str, Any] = {
         "run_id": run_id, "experiment": spec.name, "experiment_file": exp.source, "status": "running",
@@ -157,6 +175,7 @@ def run_experiment(exp: Experiment, out_root: str | Path = "results", address: s
                 manifest["compute_plans"] = {n: p.to_dict() for n, p in tb.plans().items()}
                 manifest["warnings"] = list(tb.warnings)
                 manifest["setup_timings_s"] = dict(tb.timings)
+                manifest["placement"] = tb.placement()
                 write_json(path / "manifest.json", manifest)
                 if fit_caps:
                     manifest["calibration_fit"] = tb.fit_caps()

@@ -18,7 +18,7 @@ from typing import Any
 from testbed.calibration import CalibrationStore, ComputePlan, plan_compute
 from testbed.config.models import Tier
 from testbed.emulation.network import KernelNetwork, NetworkBackend, UserspaceNetwork
-from testbed.errors import EmulationError, PrivilegeError
+from testbed.errors import EmulationError, PrivilegeError, ResourceError
 from testbed.lifecycle.ledger import PREFIX, Ledger
 from testbed.topology import Topology
 
@@ -147,16 +147,32 @@ class Testbed:
                 self.warnings.append(f"node {p.node} ({p.hardware_class}) runs {p.model} at host speed: {p.basis}")
 
     def _placement(self, tier: Tier) -> dict[str, float]:
+        """Custom resources an actor of ``tier`` asks for (userspace links only, see ``_actor_options``)."""
         import ray
 
         res = f"testbed_{tier.value}"
+        if self.links_backend == "kernel":
+            return {}
         return {res: 0.001} if res in ray.cluster_resources() else {}
+
+    def _actor_options(self, tier: Tier, concurrency: int | None = None) -> dict[str, Any]:
+        """Ray options: kernel-backend actors must run on this host, where their namespaces are."""
+        import ray
+
+        opts: dict[str, Any] = {"resources": self._placement(tier)}
+        if concurrency is not None:
+            opts["max_concurrency"] = concurrency
+        if self.links_backend == "kernel":
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+            opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
+                node_id=ray.get_runtime_context().get_node_id(), soft=False)
+        return opts
 
     def _start_actors(self) -> None:
         import ray
 
         from testbed.emulation.cgroups import CgroupLeaf, cgroup_mode
-
         from testbed.workload import ACTORS
 
         ComputeActor, NodeActor = ACTORS.get("compute"), ACTORS.get("node")
@@ -170,14 +186,14 @@ class Testbed:
                 leaf.create(plan0.cpu_cores, plan0.memory_bytes, plan0.period_us)
                 g.cgroup = {"name": leaf.name, "mode": leaf.mode, "dirs": list(leaf.dirs)}
             tier = topo.nodes[g.nodes[0]].tier
-            opts = {"resources": self._placement(tier), "max_concurrency": max(1, len(g.nodes))}
+            opts = self._actor_options(tier, max(1, len(g.nodes)))
             g.compute_actor = ComputeActor.options(**opts).remote(
                 {n: p.to_dict() for n, p in g.plans.items()}, g.cgroup, self.seed)
             self._stack.callback(ray.kill, g.compute_actor, no_restart=True)
         for g in self.groups.values():
             pid, start = ray.get(g.compute_actor.pid.remote(), timeout=120)
             self.ledger.record("pid", str(pid), pid=pid, start=start)
-            self._stack.callback(self._kill_compute, g.compute_actor, pid)
+            self._stack.callback(self._kill_and_wait, g.compute_actor, pid)
         for g in self.groups.values():
             specs = []
             for n in g.nodes:
@@ -191,9 +207,20 @@ class Testbed:
                 specs.append({"name": n, "tier": node.tier, "hardware": node.hardware, "netns": b.netns,
                               "address": b.address, "tx_energy": energy})
             tier = topo.nodes[g.nodes[0]].tier
-            g.node_actor = NodeActor.options(resources=self._placement(tier)).remote(
+            g.node_actor = NodeActor.options(**self._actor_options(tier)).remote(
                 self.run_id, specs, g.compute_actor, self.seed)
-            self._stack.callback(self._stop_node_actor, g.node_actor)
+            self._stack.callback(ray.kill, g.node_actor, no_restart=True)
+        hosts = set()
+        for g in self.groups.values():
+            w = ray.get(g.node_actor.where.remote(), timeout=120)
+            hosts.add(w["host"])
+            self.ledger.record("pid", str(w["pid"]), pid=w["pid"], start=w["start"])
+            self._stack.callback(self._stop_node_actor, g.node_actor, w["pid"])
+        if len(hosts) > 1:
+            raise ResourceError(
+                f"the actors landed on {len(hosts)} hosts ({', '.join(sorted(hosts))}), but emulated links only run "
+                "on one host so far (no packet of the testbed may leave the machine); remove the testbed_<tier> "
+                "resources from other hosts, or run on one host")
         pids = {gname: ray.get(g.compute_actor.pid.remote())[0] for gname, g in self.groups.items()}
         ports: dict[str, int] = {}
         for gname, g in self.groups.items():
@@ -201,7 +228,8 @@ class Testbed:
         peers = {n: (self._net.binding(n).address, ports[n]) for n in topo.nodes}
         for g in self.groups.values():
             paths = {n: {src: vars(self._net.path_model(src, n)) for src in topo.nodes if src != n} for n in g.nodes}
-            ray.get(g.node_actor.set_peers.remote(peers, paths))
+            rates = {n: {dst: self._net.tx_rate(n, dst) for dst in topo.nodes if dst != n} for n in g.nodes}
+            ray.get(g.node_actor.set_peers.remote(peers, paths, rates))
 
     @property
     def _net(self) -> NetworkBackend:
@@ -209,32 +237,35 @@ class Testbed:
             raise EmulationError("the network is not built")
         return self.network
 
-    def _stop_node_actor(self, actor: Any) -> None:
+    def _stop_node_actor(self, actor: Any, pid: int) -> None:
         import ray
 
         try:
             ray.get(actor.stop.remote(), timeout=10)
         except Exception:  # the node may have crashed; it is killed next anyway
             pass
-        ray.kill(actor, no_restart=True)
+        self._kill_and_wait(actor, pid)
 
-    def _remove_cgroup(self, leaf: Any) -> None:
-        leaf.remove()
-        self.ledger.forget("cgroup", leaf.name)
-
-    def _kill_compute(self, actor: Any, pid: int) -> None:
+    def _kill_and_wait(self, actor: Any, pid: int) -> None:
+        """Kill an actor and wait for its process to exit: a process with sockets in a namespace keeps
+        the namespace alive (unnamed) after ``ip netns del``, and a cgroup cannot go while it has tasks."""
         import psutil
         import ray
 
         ray.kill(actor, no_restart=True)
         try:
-            psutil.Process(pid).wait(10)  # the cgroup can only go once its task is gone
+            psutil.Process(pid).wait(10)
         except psutil.NoSuchProcess:
             pass
         except psutil.TimeoutExpired:
-            logger.warning("compute process %s still alive 10 s after ray.kill", pid)
+            logger.warning("actor process %s still alive 10 s after ray.kill; left in the ledger", pid)
             return
         self.ledger.forget("pid", str(pid))
+
+    def _remove_cgroup(self, leaf: Any) -> None:
+        leaf.remove()
+        self.ledger.forget("cgroup", leaf.name)
+
 
     # -- calibration in place --------------------------------------------------------------
     def fit_caps(self, tolerance_pct: float = 3.0, iters: int = 15, rounds: int = 5) -> dict[str, dict[str, float]]:
@@ -348,6 +379,18 @@ class Testbed:
             spans += s
             samples += r
         return spans, samples
+
+    def placement(self) -> dict[str, dict[str, Any]]:
+        """Where each node's actor runs (Ray node id, pid, host)."""
+        import ray
+
+        out: dict[str, dict[str, Any]] = {}
+        for g in self.groups.values():
+            w = ray.get(g.node_actor.where.remote())
+            w["resources_asked"] = self._placement(self.topology.nodes[g.nodes[0]].tier)
+            for n in g.nodes:
+                out[n] = w
+        return out
 
     def byte_counters(self) -> dict[str, dict[str, dict[str, int]]]:
         import ray

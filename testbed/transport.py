@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -49,12 +49,11 @@ SPIN_NS = 300_000
 
 @dataclass(frozen=True)
 class PathModel:
-    """What the transport emulates for traffic from one peer: delay/jitter/loss, and rate if shaping."""
+    """What the transport emulates on receive for traffic from one peer: delay, jitter and loss."""
 
     delay_ms: float = 0.0
     jitter_ms: float = 0.0
     loss_pct: float = 0.0
-    rate_mbit: float | None = None  # only set when the transport itself shapes the rate (userspace)
 
 
 @dataclass
@@ -100,7 +99,8 @@ class TokenBucket:
             time.sleep(wait)
 
 
-def _encode(kind: str, src: str, dst: str, meta: dict[str, Any], array: np.ndarray | None) -> tuple[bytes, memoryview | None, int]:
+def _encode(kind: str, src: str, dst: str, meta: dict[str, Any],
+            array: np.ndarray | None) -> tuple[bytes, memoryview | None, int]:
     m = dict(meta, kind=kind, src=src, dst=dst)
     view: memoryview | None = None
     nbytes = 0
@@ -167,6 +167,7 @@ class Endpoint:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._accepted: list[socket.socket] = []
+        self._count_lock = threading.Lock()
         self.sent_bytes: dict[str, int] = {}
         self.recv_bytes: dict[str, int] = {}
         self._listener: socket.socket | None = None
@@ -192,21 +193,23 @@ class Endpoint:
             self._threads.append(t)
         return self.port
 
-    def set_peers(self, peers: dict[str, tuple[str, int]], paths: dict[str, PathModel]) -> None:
-        """Tell the endpoint where peers listen and what each path from a peer to us emulates.
+    def set_peers(self, peers: dict[str, tuple[str, int]], paths: dict[str, PathModel],
+                  tx_rates: dict[str, float | None] | None = None) -> None:
+        """Tell the endpoint where peers listen, what it emulates on receive, and how fast it may send.
 
-        ``paths[p]`` describes traffic *from p to this node* (applied on receive) and, when it has
-        a rate, traffic from this node to p is paced by it as well (userspace backend).
+        ``paths[p]`` describes traffic *from p to this node* (delay/jitter/loss, applied on
+        receive). ``tx_rates[p]`` is the rate of the path *from this node to p*; when given
+        (userspace backend) the sender paces itself with a token bucket.
         """
         self.peers = dict(peers)
         self.paths = dict(paths)
-        self.buckets = {p: TokenBucket(m.rate_mbit) for p, m in paths.items() if m.rate_mbit}
+        self.buckets = {p: TokenBucket(r) for p, r in (tx_rates or {}).items() if r}
 
-    def update_path(self, peer: str, model: PathModel) -> None:
-        """Change what a path emulates (scenario events); replaces, never stacks."""
+    def update_path(self, peer: str, model: PathModel, tx_rate: float | None = None) -> None:
+        """Change what the paths to and from ``peer`` emulate (scenario events); replaces, never stacks."""
         self.paths[peer] = model
-        if model.rate_mbit:
-            self.buckets[peer] = TokenBucket(model.rate_mbit)
+        if tx_rate:
+            self.buckets[peer] = TokenBucket(tx_rate)
         else:
             self.buckets.pop(peer, None)
 
@@ -219,9 +222,13 @@ class Endpoint:
             if addr is None:
                 raise KeyError(f"{self.node}: no route to unknown peer {dst!r}")
             s = self._socket()
-            s.bind((self.address, 0))  # fail closed outside our namespace
-            s.connect(addr)
-            s.sendall(json.dumps({"hello": self.node}).encode().ljust(128))
+            try:
+                s.bind((self.address, 0))  # fail closed outside our namespace
+                s.connect(addr)
+                s.sendall(json.dumps({"hello": self.node}).encode().ljust(128))
+            except OSError:
+                s.close()
+                raise
             self._conns[dst] = s
             self._conn_locks[dst] = threading.Lock()
             t = threading.Thread(target=self._rx_loop, args=(s, dst), name=f"tb-{self.node}-rx-{dst}", daemon=True)
@@ -243,7 +250,8 @@ class Endpoint:
                     sock.sendall(view)
             else:
                 self._paced_send(sock, bucket, hdr + mb, view)
-        self.sent_bytes[dst] = self.sent_bytes.get(dst, 0) + total
+        with self._count_lock:
+            self.sent_bytes[dst] = self.sent_bytes.get(dst, 0) + total
         return total
 
     @staticmethod
@@ -280,10 +288,16 @@ class Endpoint:
                 return
             c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             hello = bytearray(128)
-            if not _recv_exact(c, memoryview(hello)):
+            try:
+                c.settimeout(5.0)  # a silent or garbled client must not stall the listener
+                if not _recv_exact(c, memoryview(hello)):
+                    raise ValueError("closed before hello")
+                peer = str(json.loads(bytes(hello).strip())["hello"])
+                c.settimeout(None)
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                logger.warning("%s: dropped a connection without a valid hello: %s", self.node, exc)
                 c.close()
                 continue
-            peer = json.loads(bytes(hello).strip())["hello"]
             self._accepted.append(c)
             with self._conns_lock:
                 # replies go back over the connection the peer opened
@@ -334,7 +348,8 @@ class Endpoint:
                 return
             arrival = time.monotonic_ns()
             total = _HDR_SIZE + mlen + plen
-            self.recv_bytes[peer] = self.recv_bytes.get(peer, 0) + total
+            with self._count_lock:
+                self.recv_bytes[peer] = self.recv_bytes.get(peer, 0) + total
             hold = self._hold_ns(peer, total)
             release = max(arrival + hold, self._last_release.get(peer, 0))  # TCP keeps order
             self._last_release[peer] = release
@@ -365,12 +380,19 @@ class Endpoint:
             self._dispatch(msg)
 
     def _dispatch(self, msg: Message) -> None:
-        corr = msg.meta.get("corr")
-        if msg.meta.get("reply") and corr in self._pending:
-            self._pending[corr].set_result(msg)
-            return
-        if self.handler is not None:
-            self._pool.submit(self._handle, msg)
+        try:
+            if msg.meta.get("reply"):
+                # a reply never goes to the handler; one whose request timed out is dropped
+                fut = self._pending.pop(msg.meta.get("corr"), None)  # type: ignore[arg-type]
+                if fut is None:
+                    logger.warning("%s: late reply %s from %s dropped", self.node, msg.kind, msg.src)
+                elif not fut.done():
+                    fut.set_result(msg)
+                return
+            if self.handler is not None:
+                self._pool.submit(self._handle, msg)
+        except Exception:  # one bad message must not stop the delivery or receive thread
+            logger.exception("%s: could not dispatch %s from %s", self.node, msg.kind, msg.src)
 
     def _handle(self, msg: Message) -> None:
         try:
@@ -382,7 +404,8 @@ class Endpoint:
             logger.exception("%s: handler failed on %s from %s", self.node, msg.kind, msg.src)
             if "corr" in msg.meta:
                 try:
-                    self.send(msg.src, "error", None, {"corr": msg.meta["corr"], "reply": True, "error": "handler failed"})
+                    self.send(msg.src, "error", None,
+                              {"corr": msg.meta["corr"], "reply": True, "error": "handler failed"})
                 except OSError:
                     pass
 

@@ -37,10 +37,11 @@ class Workload(ABC):
 
     Params: ClassVar[type[BaseModel]]
 
-    def __init__(self, params: BaseModel, requests: int | None, seed: int) -> None:
+    def __init__(self, params: BaseModel, requests: int | None, seed: int, duration_s: float | None = None) -> None:
         self.params = params
         self.requests = requests
         self.seed = seed
+        self.duration_s = duration_s
 
     @classmethod
     def check(cls, params: BaseModel, topology: Topology, source: str) -> None:  # noqa: B027

@@ -6,7 +6,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -54,7 +54,7 @@ def validate(file: Annotated[Path, typer.Argument(help="topology or experiment Y
 
 @app.command()
 def run(experiment: Annotated[Path, typer.Argument(help="experiment YAML")],
-        address: Annotated[Optional[str], typer.Option(help="Ray cluster address (default: local Ray)")] = None,
+        address: Annotated[str | None, typer.Option(help="Ray cluster address (default: local Ray)")] = None,
         out: Annotated[Path, typer.Option(help="results root")] = Path("results"),
         no_fit: Annotated[bool, typer.Option("--no-fit", help="skip fitting cgroup quotas")] = False) -> None:
     """Run an experiment and write its results directory."""
@@ -122,12 +122,13 @@ def doctor() -> None:
 
 
 @app.command()
-def clean(run_id: Annotated[Optional[str], typer.Option("--run", help="only this run id")] = None,
-          all_: Annotated[bool, typer.Option("--all", help="also runs whose owner is still alive")] = False) -> None:
+def clean(run_id: Annotated[str | None, typer.Option("--run", help="only this run id")] = None,
+          all_: Annotated[bool, typer.Option("--all", help="also live runs, and every object named tb-*")] = False
+          ) -> None:
     """Remove namespaces, cgroups, routes and processes that killed runs left behind (idempotent)."""
     from testbed.lifecycle.cleanup import clean as do_clean
 
-    rep = do_clean(run_id, include_live=all_)
+    rep = do_clean(run_id, include_live=all_, sweep=all_)
     for r in rep.removed:
         console.print(f"removed {r}")
     for s in rep.skipped_live_runs:
@@ -141,7 +142,7 @@ def clean(run_id: Annotated[Optional[str], typer.Option("--run", help="only this
 
 
 @app.command()
-def schema(out: Annotated[Optional[Path], typer.Option(help="directory for the JSON Schema files")] = None) -> None:
+def schema(out: Annotated[Path | None, typer.Option(help="directory for the JSON Schema files")] = None) -> None:
     """Export JSON Schemas of topology and experiment files."""
     from testbed.config.models import Catalog, ExperimentSpec, TopologySpec
 

@@ -219,8 +219,8 @@ def resolve_relative(base_file: str | Path, ref: str) -> Path:
 
 def load_experiment(path: str | Path, catalog: Catalog | None = None) -> Experiment:
     """Load an experiment file, its topology and its workload parameters."""
-    from testbed.workload import WORKLOADS  # registry only; workloads load through entry points
     from testbed.registry import UnknownNameError
+    from testbed.workload import WORKLOADS  # registry only; workloads load through entry points
 
     data = read_yaml(path)
     spec: ExperimentSpec = validate_model(ExperimentSpec, data, str(path))

@@ -45,7 +45,7 @@ def _check_name(value: str) -> str:
         raise ValueError(
             f"name {value!r} is not a valid identifier (letters, digits and '_', starting with a letter, "
             "at most 32 characters); rename it, e.g. "
-            f"{re.sub(r'[^A-Za-z0-9_]', '_', value).lstrip('0123456789') or 'node1'!r}"
+            f"{(re.sub(r'[^A-Za-z0-9_]', '_', value).lstrip('0123456789') or 'node1')[:32]!r}"
         )
     return value
 
@@ -154,7 +154,8 @@ class NodeSpec(Frozen):
     @classmethod
     def _count(cls, value: Any) -> Any:
         if isinstance(value, int) and value < 1:
-            raise ValueError(f"count {value} must be at least 1 (a pool of 0 devices is empty); remove the node instead")
+            raise ValueError(f"count {value} must be at least 1 (a pool of 0 devices is empty); "
+                             "remove the node instead")
         return value
 
 
@@ -190,6 +191,20 @@ class TopologySpec(Frozen):
 
     _name = field_validator("name")(_check_name)
 
+    @field_validator("address_pool")
+    @classmethod
+    def _sealed_pool(cls, v: str) -> str:
+        import ipaddress
+
+        try:
+            net = ipaddress.ip_network(v, strict=True)
+        except ValueError as exc:
+            raise ValueError(f"address_pool {v!r} is not an IPv4 network ({exc})") from None
+        if not isinstance(net, ipaddress.IPv4Network) or not net.subnet_of(ipaddress.ip_network("198.18.0.0/15")):
+            raise ValueError(f"address_pool {v} is outside 198.18.0.0/15, the benchmarking range the host "
+                             "blackholes during a run; use a network inside it, e.g. 198.18.0.0/16")
+        return v
+
 
 class WorkloadSpec(Frozen):
     """A workload by registered name with its parameters (validated by the workload's own model)."""
@@ -218,3 +233,9 @@ class ExperimentSpec(Frozen):
     backends: BackendChoice = BackendChoice()
 
     _name = field_validator("name")(_check_name)
+
+    @model_validator(mode="after")
+    def _requests_or_duration(self) -> ExperimentSpec:
+        if self.requests is not None and self.duration_s is not None:
+            raise ValueError("give either 'requests' (per device and tier) or 'duration_s', not both")
+        return self

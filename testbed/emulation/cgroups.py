@@ -133,7 +133,7 @@ class CgroupLeaf:
             p = Path(d)
             if not p.exists():
                 continue
-            for _ in range(50):
+            for _ in range(100):
                 try:
                     for pid in (p / "cgroup.procs").read_text().split():
                         try:
@@ -148,6 +148,8 @@ class CgroupLeaf:
                     if exc.errno != errno.EBUSY:
                         raise
                     time.sleep(0.05)
+            else:
+                raise OSError(errno.EBUSY, f"cgroup {p} is still busy after 5 s")
 
 
 def list_leaves(prefix: str, depth: int = 4) -> list[str]:

@@ -54,7 +54,11 @@ class NetworkBackend(ABC):
     def path_model(self, src: str, dst: str) -> PathModel:
         """What the endpoint of ``dst`` emulates for traffic arriving from ``src``."""
         p = self.topology.path(src, dst)
-        return PathModel(p.delay_ms, p.jitter_ms, p.loss_pct, None)
+        return PathModel(p.delay_ms, p.jitter_ms, p.loss_pct)
+
+    def tx_rate(self, src: str, dst: str) -> float | None:
+        """The rate at which ``src``'s transport must pace itself towards ``dst`` (None: the kernel shapes)."""
+        return None
 
     def set_link(self, index: int, up: LinkSpec, down: LinkSpec) -> None:
         """Re-shape one link (scenario events); replaces earlier shaping."""
@@ -81,9 +85,8 @@ class UserspaceNetwork(NetworkBackend):
     def binding(self, node: str) -> Binding:
         return Binding(None, "127.0.0.1")
 
-    def path_model(self, src: str, dst: str) -> PathModel:
-        p = self.topology.path(src, dst)
-        return PathModel(p.delay_ms, p.jitter_ms, p.loss_pct, p.rate_mbit)
+    def tx_rate(self, src: str, dst: str) -> float | None:
+        return self.topology.path(src, dst).rate_mbit
 
     def info(self) -> dict[str, Any]:
         return {"name": self.name, "rate": "transport token bucket (wire bytes)",
@@ -136,8 +139,9 @@ class KernelNetwork(NetworkBackend):
         self.check_host(self.topology)
         topo = self.topology
         bh = "198.18.0.0/15"
-        if not blackhole_present(bh):
-            self.ledger.record("blackhole", bh)
+        present = blackhole_present(bh)
+        self.ledger.record("blackhole", bh, preexisting=present)  # every run records its reliance on it
+        if not present:
             add_blackhole(bh)
         for name, node in topo.nodes.items():
             self.ledger.record("netns", self.ns(name))

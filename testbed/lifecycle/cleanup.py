@@ -45,8 +45,22 @@ def _kill_pid(data: dict[str, object]) -> bool:
     return True
 
 
-def remove_entry(e: Entry) -> None:
-    """Remove one recorded object; an object that is already gone counts as removed."""
+def _blackhole_used_elsewhere(dst: str, own: Path | None) -> bool:
+    """True if another live run's ledger still relies on the host blackhole route."""
+    for path in all_ledgers():
+        if own is not None and path.resolve() == own.resolve():
+            continue
+        if owner_alive(path) and any(e.kind == "blackhole" and e.name == dst for e in read_pending(path)):
+            return True
+    return False
+
+
+def remove_entry(e: Entry, own_ledger: Path | None = None) -> None:
+    """Remove one recorded object; an object that is already gone counts as removed.
+
+    The host blackhole route is shared by concurrent runs: it is removed only by the last run
+    that relies on it, and never if it existed before any run of ours.
+    """
     if e.kind == "pid":
         _kill_pid(e.data)
     elif e.kind == "cgroup":
@@ -60,7 +74,8 @@ def remove_entry(e: Entry) -> None:
     elif e.kind == "veth":
         _remove_host_link(e.name)
     elif e.kind == "blackhole":
-        remove_blackhole(e.name)
+        if not e.data.get("preexisting") and not _blackhole_used_elsewhere(e.name, own_ledger):
+            remove_blackhole(e.name)
     else:  # pragma: no cover - a newer ledger format
         logger.warning("unknown ledger entry kind %s (%s)", e.kind, e.name)
 
@@ -87,9 +102,14 @@ def blackhole_present(dst: str) -> bool:
 
 def add_blackhole(dst: str) -> None:
     from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
 
     with IPRoute() as ip:
-        ip.route("add", dst=dst, type="blackhole")
+        try:
+            ip.route("add", dst=dst, type="blackhole")
+        except NetlinkError as exc:
+            if exc.code != 17:  # EEXIST: a concurrent run added it first
+                raise
 
 
 def remove_blackhole(dst: str) -> None:
@@ -109,7 +129,7 @@ def clean_entries(entries: list[Entry], ledger: Ledger | None, report: CleanRepo
     ordered = sorted(enumerate(entries), key=lambda t: (_ORDER.get(t[1].kind, 9), -t[0]))
     for _, e in ordered:
         try:
-            remove_entry(e)
+            remove_entry(e, ledger.path if ledger is not None else None)
             report.removed.append(f"{e.kind} {e.name}")
             if ledger is not None:
                 ledger.forget(e.kind, e.name)
@@ -118,15 +138,18 @@ def clean_entries(entries: list[Entry], ledger: Ledger | None, report: CleanRepo
             logger.warning("could not remove %s %s: %s", e.kind, e.name, exc)
 
 
-def clean(run_id: str | None = None, include_live: bool = False) -> CleanReport:
-    """Remove what dead runs (or run ``run_id``) left behind, then anything else with our prefix.
+def clean(run_id: str | None = None, include_live: bool = False, sweep: bool = False) -> CleanReport:
+    """Remove what dead runs (or run ``run_id``) left behind, as their ledgers record it.
 
     Parameters
     ----------
     run_id:
         Only this run's ledger. ``None``: every ledger whose owner process is gone.
     include_live:
-        Also clean runs whose owner is still running (``testbed clean --all``).
+        Also clean runs whose owner is still running.
+    sweep:
+        Afterwards remove every object with our name prefix, ledger or not (``testbed clean --all``):
+        this also hits runs of other state directories, so it is never the default.
     """
     report = CleanReport()
     for path in all_ledgers():
@@ -140,7 +163,7 @@ def clean(run_id: str | None = None, include_live: bool = False) -> CleanReport:
         clean_entries(read_pending(path), ledger, report)
         if not read_pending(path):
             path.unlink(missing_ok=True)
-    if run_id is None and not report.skipped_live_runs:
+    if sweep and run_id is None:
         _sweep_prefix(report)
     return report
 

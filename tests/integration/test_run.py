@@ -81,3 +81,30 @@ def test_report_renders(tmp_path: Path, ray_local: None) -> None:
     text = html.read_text()
     assert "<table" in text and "data:image/png;base64" in text
     assert text.count("<img") >= 3
+
+
+def test_demo_shows_the_tier_trade_off(tmp_path: Path, ray_local: None) -> None:
+    """The shipped demo: on Wi-Fi the edge wins, on the slow LTE uplink the device itself wins."""
+    from ..conftest import ROOT
+
+    exp_file = tmp_path / "demo.yaml"
+    text = (ROOT / "experiments/demo.yaml").read_text()
+    exp_file.write_text(text.replace("../topologies/demo_camera.yaml", str(ROOT / "topologies/demo_camera.yaml"))
+                        .replace("requests_per_device: 20", "requests_per_device: 4"))
+    out = run_experiment(load_experiment(exp_file), tmp_path / "results")
+    s = out.summary.set_index(["device", "phase"])
+    fastest = {dev: ph for (dev, ph), row in s.iterrows() if row["fastest"]}
+    assert fastest["cam0"] == "edge" and fastest["cam1"] == "edge", s
+    assert fastest["cam_lte"] == "device", s
+    # medians, since Wi-Fi's 0.3 % segment loss occasionally costs a 200 ms retransmission timeout
+    assert s.loc[("cam_lte", "edge"), "latency_p50_ms"] > 3 * s.loc[("cam0", "edge"), "latency_p50_ms"]
+
+
+def test_duration_mode(tmp_path: Path, ray_local: None) -> None:
+    p = experiment(tmp_path, "userspace", "dilation")
+    p.write_text(p.read_text().replace("seed: 3", "seed: 3\nduration_s: 3"))
+    out = run_experiment(load_experiment(p), tmp_path / "results")
+    req = load(out.path).spans.query("kind == 'request'")
+    assert set(req.phase) == {"device", "edge", "cloud"}
+    span_s = (req.end_ns.max() - req.start_ns.min()) / 1e9
+    assert 2.5 < span_s < 8.0

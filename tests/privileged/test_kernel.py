@@ -44,8 +44,8 @@ backends: {{links: kernel, compute: cgroup}}
 
 
 def test_kernel_network_build_route_shape_teardown() -> None:
-    from testbed.emulation.network import KernelNetwork
     from testbed.emulation.netns import in_netns, list_netns
+    from testbed.emulation.network import KernelNetwork
     from testbed.emulation.tc import show_qdisc
     from testbed.transport import Endpoint
 

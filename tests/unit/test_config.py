@@ -127,3 +127,50 @@ def test_schema_export() -> None:
 
     s = TopologySpec.model_json_schema()
     assert "nodes" in s["properties"] and ExperimentSpec.model_json_schema()["properties"]["workload"]
+
+
+def test_address_pool_must_stay_in_the_benchmarking_range(tmp_path: Path) -> None:
+    p = write(tmp_path, GOOD + "address_pool: 192.168.1.0/24\n")
+    with pytest.raises(ConfigError) as ei:
+        load_topology(p)
+    assert "address_pool" in str(ei.value) and "198.18.0.0/15" in str(ei.value)
+    assert load_topology(write(tmp_path, GOOD + "address_pool: 198.19.0.0/16\n")).nodes["edge"].address.startswith(
+        "198.19.")
+
+
+def test_privileged_backends_refused_without_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from testbed.runner import check_privileges
+
+    write(tmp_path, GOOD)
+    exp = load_experiment(write(tmp_path, "name: e\ntopology: topo.yaml\nworkload: {name: inference}\n", "e.yaml"))
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(ConfigError) as ei:
+        check_privileges(exp, "kernel", "dilation")
+    assert "backends.links" in str(ei.value) and "userspace" in str(ei.value)
+    with pytest.raises(ConfigError, match="backends.compute"):
+        check_privileges(exp, "userspace", "cgroup")
+    check_privileges(exp, "userspace", "dilation")
+
+
+def test_compute_plans_follow_the_catalog(tmp_path: Path) -> None:
+    from testbed.calibration import CalibrationStore, plan_compute
+
+    cat = load_catalog()
+    store = CalibrationStore(host="test", host_ms={"resnet18": 25.0, "mobilenet_v2": 15.0, "alexnet": 20.0,
+                                                   "vgg16": 200.0, "small_cnn": 1.0})
+    rpi = plan_compute("d", cat.hardware_classes["rpi4b"], "resnet18", "cgroup", store)
+    assert rpi.target_ms == pytest.approx(100.3) and rpi.slowdown == pytest.approx(100.3 / 25.0)
+    assert rpi.cpu_cores == pytest.approx(25.0 / 100.3) and not rpi.host_speed
+    assert rpi.memory_bytes == 4096 * 2**20 and 2_000 <= rpi.period_us <= 20_000
+    store.cgroup_cores["rpi4b/resnet18"] = 0.3
+    assert plan_compute("d", cat.hardware_classes["rpi4b"], "resnet18", "cgroup", store).cpu_cores == 0.3
+    # a model the class has no figure for: the class's ratio on its other models
+    small = plan_compute("d", cat.hardware_classes["rpi4b"], "small_cnn", "dilation", store)
+    assert small.target_ms is not None and small.slowdown > 1 and "derived" in small.basis
+    # no figure at all, or faster than the host: host speed, flagged
+    edge = plan_compute("e", cat.hardware_classes["edge_server"], "resnet18", "cgroup", store)
+    cloud = plan_compute("c", cat.hardware_classes["cloud_gpu"], "resnet18", "cgroup", store)
+    assert edge.host_speed and edge.cpu_cores is None and cloud.host_speed and cloud.slowdown == 1.0
+    assert plan_compute("x", cat.hardware_classes["rpi4b"], None, "cgroup", store).host_speed

@@ -95,3 +95,46 @@ def test_unknown_peer_is_a_clear_error(pair: tuple[Endpoint, Endpoint, list[Mess
     a, _, _ = pair
     with pytest.raises(KeyError, match="unknown peer 'zz'"):
         a.send("zz", "ping")
+
+
+def test_late_reply_is_dropped_not_handled() -> None:
+    seen_a: list[Message] = []
+    seen_b: list[Message] = []
+
+    def slow(m: Message) -> tuple[str, None, dict[str, object]]:
+        seen_b.append(m)
+        time.sleep(0.3)
+        return "result", None, {}
+
+    a = Endpoint("a", "127.0.0.1", None, handler=seen_a.append, seed=1)
+    b = Endpoint("b", "127.0.0.1", None, handler=slow, seed=2)
+    pa, pb = a.start(), b.start()
+    a.set_peers({"b": ("127.0.0.1", pb)}, {"b": PathModel()})
+    b.set_peers({"a": ("127.0.0.1", pa)}, {"a": PathModel()})
+    try:
+        from concurrent.futures import TimeoutError as FutTimeout
+
+        with pytest.raises(FutTimeout):
+            a.request("b", "work", None, {}, timeout=0.05)
+        time.sleep(0.6)
+        assert seen_a == []  # the late reply reached no handler
+        assert len(seen_b) == 1  # and nothing bounced back to b as a new request
+        assert a.request("b", "work", None, {}, timeout=5).kind == "result"  # the endpoint still works
+    finally:
+        a.close()
+        b.close()
+
+
+def test_userspace_paces_each_direction_at_its_own_rate() -> None:
+    from testbed.config.loader import load_topology
+    from testbed.emulation.network import UserspaceNetwork
+    from testbed.lifecycle.ledger import Ledger
+
+    from ..conftest import ROOT
+
+    topo = load_topology(ROOT / "topologies/minimal.yaml")
+    net = UserspaceNetwork(topo, "u0000001", Ledger("u0000001"))
+    assert net.tx_rate("dev", "edge") == 20.0 and net.tx_rate("edge", "dev") == 50.0
+    assert net.tx_rate("dev", "cloud") == 20.0  # bottleneck of the two hops
+    assert net.path_model("edge", "dev").delay_ms == 5.0
+    net.ledger.close()

@@ -135,6 +135,11 @@ class InferenceWorkload(Workload):
         self.plan = [(t, start) for t in self.p.tiers for start in range(0, self.n_requests(), self.p.chunk)]
         self.devices = tb.topology.by_tier(Tier.DEVICE)
         self.step_i = 0
+        self.phase_i = 0
+        self.phase_start: float | None = None
+        self.next_id = 0
+        self.t0 = time.monotonic()
+        self.reported = 0
         if self.p.warmup:
             tb.set_phase("warmup")
             futs = [tb.call_async(d, "inference", "run_requests", target=tgt, target_tier=t.value, n=self.p.warmup,
@@ -143,21 +148,47 @@ class InferenceWorkload(Workload):
             ray.get(futs)
 
     def total_steps(self) -> int:
+        if self.duration_s:
+            return int(self.duration_s * 10)  # progress in tenths of a second
         return len(self.plan) * len(self.devices)
 
-    def step(self, tb: Any) -> StepResult:
+    def _run_chunk(self, tb: Any, tier: Tier, start: int, n: int) -> int:
         import ray
 
-        tier, start = self.plan[self.step_i]
-        if start == 0:
-            tb.set_phase(tier.value)
-        n = min(self.p.chunk, self.n_requests() - start)
         futs = [tb.call_async(d, "inference", "run_requests", target=tgt, target_tier=tier.value, n=n,
                               first_id=i * 1_000_000 + start, interval_ms=self.p.interval_ms)
                 for i, (d, tgt) in enumerate(self.targets(tb.topology, tier).items())]
         ray.get(futs)
+        return len(futs)
+
+    def _step_for_duration(self, tb: Any) -> StepResult:
+        """Duration mode: each tier runs for duration_s / len(tiers), chunk by chunk."""
+        assert self.duration_s
+        tier = self.p.tiers[self.phase_i]
+        if self.phase_start is None:
+            tb.set_phase(tier.value)
+            self.phase_start = time.monotonic()
+            self.next_id = 0
+        self._run_chunk(tb, tier, self.next_id, self.p.chunk)
+        self.next_id += self.p.chunk
+        if time.monotonic() - self.phase_start >= self.duration_s / len(self.p.tiers):
+            self.phase_i += 1
+            self.phase_start = None
+        done = self.phase_i >= len(self.p.tiers)
+        now = self.total_steps() if done else min(self.total_steps(), int((time.monotonic() - self.t0) * 10))
+        progress, self.reported = now - self.reported, now
+        return StepResult(progress=progress, done=done, info={"label": tier.value})
+
+    def step(self, tb: Any) -> StepResult:
+        if self.duration_s:
+            return self._step_for_duration(tb)
+        tier, start = self.plan[self.step_i]
+        if start == 0:
+            tb.set_phase(tier.value)
+        n = min(self.p.chunk, self.n_requests() - start)
+        sent = self._run_chunk(tb, tier, start, n)
         self.step_i += 1
-        return StepResult(progress=len(futs), done=self.step_i >= len(self.plan), info={"label": tier.value})
+        return StepResult(progress=sent, done=self.step_i >= len(self.plan), info={"label": tier.value})
 
     def summarize(self, spans: pd.DataFrame) -> pd.DataFrame:
         from testbed.results import request_table
