@@ -12,7 +12,7 @@ import numpy as np
 import ray
 
 
-@ray.remote(num_cpus=0, max_concurrency=64)
+@ray.remote(num_cpus=0, max_concurrency=64)  # type: ignore[call-overload]
 class NodeActor:
     def __init__(self, run_id: str, nodes: list[dict[str, Any]], compute: Any, seed: int,
                  sample_interval_s: float = 0.5) -> None:
@@ -28,14 +28,16 @@ class NodeActor:
             name = n["name"]
 
             def call(key: str, x: np.ndarray, _node: str = name) -> tuple[np.ndarray, dict[str, Any]]:
-                return ray.get(self.compute_actor.forward.remote(_node, key, x, time.monotonic_ns()))
+                out: tuple[np.ndarray, dict[str, Any]] = ray.get(
+                    self.compute_actor.forward.remote(_node, key, x, time.monotonic_ns()))
+                return out
 
             # each node its own stream, whichever actor hosts it: seed + a stable hash of the name
             self.runtimes[name] = NodeRuntime(name, n["tier"], n["hardware"], n["netns"], n["address"], run_id,
                                               seed + zlib.crc32(name.encode()), call, n["tx_energy"], self.spans)
         self._stop = threading.Event()
         self._compute_pid: int | None = None
-        self._cgroup = None
+        self._cgroup: Any = None
         self._interval = sample_interval_s
         self._sampler = threading.Thread(target=self._sample_loop, daemon=True, name="tb-sampler")
 

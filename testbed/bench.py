@@ -54,6 +54,11 @@ class Row:
         return abs(self.error) <= self.tolerance
 
 
+def link(rate_mbit: float, delay_ms: float = 0.0) -> LinkSpec:
+    """A lossless, jitter-free link for the benchmarks."""
+    return LinkSpec(rate_mbit=rate_mbit, delay_ms=delay_ms, jitter_ms=0.0, loss_pct=0.0)
+
+
 def pair_topology(spec: LinkSpec, down: LinkSpec | None = None) -> Topology:
     hc = load_catalog().hardware_classes["edge_server"]
     (aa, ba), links = assign_addresses("198.18.0.0/15", 2, 1)
@@ -129,12 +134,12 @@ def bench_links(backends: list[str], rates: tuple[float, ...] = (10, 100, 1000),
     rows = []
     for be in backends:
         for r in rates:
-            with endpoints(be, LinkSpec(rate_mbit=r)) as (a, b, _):
+            with endpoints(be, link(r)) as (a, b, _):
                 g = goodput_mbit(a, b, int(r * 1e6 / 8 * seconds))
             exp = r * HEADER_EFFICIENCY
             rows.append(Row("links", f"{be}: goodput at {r:g} Mbit", g, exp, "Mbit/s", 100 * (g / exp - 1), 2.0, "%"))
         for d in delays:
-            with endpoints(be, LinkSpec(rate_mbit=1000, delay_ms=d)) as (a, b, _):
+            with endpoints(be, link(1000, d)) as (a, b, _):
                 one_way = []
                 for i in range(40):
                     a.send("b", "ping", np.zeros(1024, dtype=np.uint8), {"i": i})
@@ -222,7 +227,7 @@ def raw_rtt_ms(net: NetworkBackend, n: int = 300) -> float:
 def bench_transport(backend: str, total_mb: int = 400) -> list[Row]:
     rows = []
     # kernel: a 10 Gbit TBF, which raw TCP and our transport cross alike; userspace: no token bucket at all
-    with endpoints(backend, LinkSpec(rate_mbit=10_000), shape=backend == "kernel") as (a, b, net):
+    with endpoints(backend, link(10_000), shape=backend == "kernel") as (a, b, net):
         raw_g, ours_g = [], []
         for _ in range(3):  # interleaved, so both see the same machine load
             raw_g.append(raw_goodput_mbit(net, total_mb * 2**20))
@@ -259,12 +264,11 @@ def bench_classes(backends: list[str], models: tuple[str, ...] = ("resnet18", "m
         for m in models:
             target, _ = class_target_ms(store, hc, m)
             assert target is not None
-            topo = pair_topology(LinkSpec(rate_mbit=1000))
+            topo = pair_topology(link(1000))
             topo = Topology(topo.name, {"a": Node("a", Tier.DEVICE, hc, topo.nodes["a"].address),
                                         "b": topo.nodes["b"]}, topo.links, topo.address_pool, topo.source)
             with Testbed(topo, secrets.token_hex(4), 0, "userspace", be, {"a": m, "b": None}) as tb:
-                if be == "cgroup":
-                    tb.fit_caps()
+                tb.fit_caps()
                 tb.add_role("a", "inference", {"model": m, "input_shape": [3, 224, 224], "input_dtype": "uint8"})
                 tb.load_model("a", m, m)
                 tb.call("a", "inference", "run_requests", target="a", target_tier="device", n=3, first_id=0,

@@ -44,7 +44,7 @@ def host_fingerprint() -> str:
     try:
         import torch
 
-        tv = torch.__version__
+        tv = str(torch.__version__)
     except ImportError:  # pragma: no cover
         tv = "?"
     return f"{platform.node()}|{cpu}|{os.cpu_count()}|torch {tv}"

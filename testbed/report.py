@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from testbed.results import link_bytes, load, request_table
+from testbed.results import hop_breakdown, link_bytes, load, request_table
 
 
 def _png(fig: Any) -> str:
@@ -43,16 +43,14 @@ def _plots(spans: pd.DataFrame, resources: pd.DataFrame, manifest: dict[str, Any
         ax.grid(alpha=0.3)
         out.append(("Latency CDF per device and tier", _png(fig)))
 
-        cols = [c for c in ("compute_ms", "transfer_ms", "queue_ms") if c in rt]
-        br = rt.groupby(["device", "phase"])[cols + ["latency_ms"]].mean().fillna(0.0)
-        br["other_ms"] = (br["latency_ms"] - br[cols].sum(axis=1)).clip(lower=0)
+        br = hop_breakdown(spans)
         fig, ax = plt.subplots(figsize=(8, 4))
-        br[cols + ["other_ms"]].plot.bar(stacked=True, ax=ax)
+        br.plot.bar(stacked=True, ax=ax)
         ax.set_ylabel("mean time per request (ms)")
         ax.set_xlabel("")
         ax.tick_params(axis="x", labelrotation=45, labelsize=7)
-        out.append(("Per-hop breakdown (compute, transfer incl. link delay, queue, other = actor/driver overhead)",
-                    _png(fig)))
+        out.append(("Per-hop latency breakdown (uplink and downlink include the emulated link delay; "
+                    "other = actor calls and serialisation)", _png(fig)))
 
     lb = link_bytes(spans, manifest.get("path_links", {}))
     if not lb.empty:

@@ -107,7 +107,7 @@ def _encode(kind: str, src: str, dst: str, meta: dict[str, Any],
     if array is not None:
         arr = np.ascontiguousarray(array)
         m["dtype"], m["shape"] = arr.dtype.str, list(arr.shape)
-        view = memoryview(arr).cast("B") if arr.nbytes else None
+        view = memoryview(arr).cast("B") if arr.nbytes else None  # type: ignore[arg-type]
         nbytes = arr.nbytes
     mb = json.dumps(m, separators=(",", ":")).encode()
     return mb, view, nbytes
@@ -341,7 +341,7 @@ class Endpoint:
                 arr = None
                 if "dtype" in meta:
                     arr = np.empty(plen, dtype=np.uint8)
-                    if plen and not _recv_exact(sock, memoryview(arr)):
+                    if plen and not _recv_exact(sock, memoryview(arr)):  # type: ignore[arg-type]
                         return
                     arr = arr.view(np.dtype(meta.pop("dtype"))).reshape(meta.pop("shape"))
             except OSError:

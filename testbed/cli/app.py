@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -107,8 +108,8 @@ def doctor() -> None:
 
     caps = probe()
     t = Table(title="host capabilities")
-    for c in ("capability", "ok", "detail"):
-        t.add_column(c)
+    for col in ("capability", "ok", "detail"):
+        t.add_column(col)
     for c in caps:
         t.add_row(c.name, "[green]yes[/]" if c.ok else "[red]no[/]", c.detail)
     console.print(t)
@@ -197,7 +198,7 @@ def calibrate(classes: Annotated[str, typer.Option(help="comma-separated hardwar
     console.print(f"saved: {calibration_path()}")
 
 
-def _print_rows(rows: list) -> None:  # type: ignore[type-arg]
+def _print_rows(rows: list[Any]) -> None:
     t = Table(title="measured vs target")
     for c in ("bench", "case", "measured", "target", "error", "tolerance", "ok"):
         t.add_column(c)
@@ -218,12 +219,13 @@ def bench(which: Annotated[str, typer.Argument(help="links | transport | classes
 
     logging.basicConfig(level=logging.WARNING)
     links, compute = b.available_backends()
-    jobs = {"links": lambda: b.bench_links(links), "transport": lambda: sum((b.bench_transport(x) for x in links), []),
-            "classes": lambda: b.bench_classes(compute), "demo": b.bench_demo}
+    jobs: dict[str, Callable[[], list[b.Row]]] = {
+        "links": lambda: b.bench_links(links), "transport": lambda: sum((b.bench_transport(x) for x in links), []),
+        "classes": lambda: b.bench_classes(compute), "demo": b.bench_demo}
     if which != "all" and which not in jobs:
         err_console.print(f"[red]error[/]: unknown benchmark {which!r}; choose one of: {', '.join(jobs)}, all")
         raise typer.Exit(2)
-    rows: list = []
+    rows: list[b.Row] = []
     try:
         for name in jobs if which == "all" else [which]:
             with console.status(f"bench {name} ..."):

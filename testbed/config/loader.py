@@ -174,9 +174,9 @@ def build_topology(spec: TopologySpec, catalog: Catalog, source: str) -> Topolog
         nodes[m] = Node(m, ns.tier, catalog.hardware_classes[ns.hardware_class], addr,
                         pool=ns.name if ns.count > 1 else None)
     links = []
-    for j, ((a, b, up, down, lc), (aa, ba, plen)) in enumerate(zip(resolved_links, link_addrs, strict=True)):
-        energy = catalog.link_classes[lc].tx_energy_uj_per_bit if lc else None
-        links.append(Link(j, a, b, up, down, lc, energy, aa, ba, plen))
+    for j, ((a, b, up, down, lc_name), (aa, ba, plen)) in enumerate(zip(resolved_links, link_addrs, strict=True)):
+        energy = catalog.link_classes[lc_name].tx_energy_uj_per_bit if lc_name else None
+        links.append(Link(j, a, b, up, down, lc_name, energy, aa, ba, plen))
     topo = Topology(spec.name, nodes, tuple(links), spec.address_pool, source, pools)
     comps = topo.components()
     if len(comps) > 1:

@@ -200,7 +200,7 @@ class TopologySpec(Frozen):
             net = ipaddress.ip_network(v, strict=True)
         except ValueError as exc:
             raise ValueError(f"address_pool {v!r} is not an IPv4 network ({exc})") from None
-        if not isinstance(net, ipaddress.IPv4Network) or not net.subnet_of(ipaddress.ip_network("198.18.0.0/15")):
+        if not isinstance(net, ipaddress.IPv4Network) or not net.subnet_of(ipaddress.IPv4Network("198.18.0.0/15")):
             raise ValueError(f"address_pool {v} is outside 198.18.0.0/15, the benchmarking range the host "
                              "blackholes during a run; use a network inside it, e.g. 198.18.0.0/16")
         return v

@@ -174,3 +174,21 @@ def test_compute_plans_follow_the_catalog(tmp_path: Path) -> None:
     cloud = plan_compute("c", cat.hardware_classes["cloud_gpu"], "resnet18", "cgroup", store)
     assert edge.host_speed and edge.cpu_cores is None and cloud.host_speed and cloud.slowdown == 1.0
     assert plan_compute("x", cat.hardware_classes["rpi4b"], None, "cgroup", store).host_speed
+
+
+def test_hop_breakdown_from_spans() -> None:
+    import pandas as pd
+
+    from testbed.metrics import make_span
+    from testbed.results import hop_breakdown
+
+    ms = 1_000_000
+    spans = pd.DataFrame([
+        make_span("r", "cam", "request", 0, 50 * ms, request_id=1, phase="edge"),
+        make_span("r", "edge", "transfer", 0, 20 * ms, request_id=1, phase="edge", src="cam", dst="edge"),
+        make_span("r", "edge", "queue", 20 * ms, 21 * ms, request_id=1, phase="edge"),
+        make_span("r", "edge", "compute", 21 * ms, 41 * ms, request_id=1, phase="edge"),
+        make_span("r", "cam", "transfer", 41 * ms, 48 * ms, request_id=1, phase="edge", src="edge", dst="cam"),
+    ])
+    row = hop_breakdown(spans).loc[("cam", "edge")]
+    assert (row.uplink, row.queue, row.compute, row.downlink, row.other) == pytest.approx((20, 1, 20, 7, 2))

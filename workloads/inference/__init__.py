@@ -61,9 +61,10 @@ class InferenceRole:
         return "result", out, {}
 
     def _frame(self, rt: Any) -> np.ndarray:
+        rng: np.random.Generator = rt.rng
         if self.dtype == "uint8":
-            return rt.rng.integers(0, 256, size=(1, *self.shape), dtype=np.uint8)
-        return rt.rng.standard_normal((1, *self.shape), dtype=np.float32)
+            return rng.integers(0, 256, size=(1, *self.shape), dtype=np.uint8)
+        return rng.standard_normal((1, *self.shape), dtype=np.float32)
 
     def run_requests(self, rt: Any, target: str, target_tier: str, n: int, first_id: int, interval_ms: float,
                      record: bool = True) -> int:
