@@ -29,6 +29,7 @@ class ComputeActor:
         torch.manual_seed(seed)
         self.plans = plans  # node -> ComputePlan dict
         self.models: dict[str, Any] = {}
+        self.chains: dict[str, Any] = {}
         self.cgroup = cgroup
 
     def pid(self) -> tuple[int, float]:
@@ -44,8 +45,47 @@ class ComputeActor:
             self.models[key] = md.build(md.num_classes, seed, weights_path)
         return key
 
-    def forward(self, node: str, key: str, x: np.ndarray, sent_ns: int) -> tuple[np.ndarray, dict[str, int | float]]:
-        """Run model ``key`` for ``node`` on ``x``; returns the output and timings (ns)."""
+    def load_chain(self, key: str, model_name: str, seed: int, weights_path: str | None = None) -> list[dict[str, Any]]:
+        """Load a model cut into blocks (torch.fx); returns the blocks' static facts."""
+        import dataclasses
+
+        import torch
+
+        from testbed.workload import MODELS
+        from workloads.split.partition import partition
+
+        md = MODELS.get(model_name)
+        if key not in self.chains:
+            self.load(key, model_name, seed, weights_path)
+            self.chains[key] = partition(self.models[key], torch.zeros(1, *md.input_shape), model_name)
+        return [dataclasses.asdict(i) for i in self.chains[key].info]
+
+    def profile_blocks(self, key: str, iters: int) -> dict[str, list[float]]:
+        """Median thread-CPU and wall ms of each block of chain ``key`` (one thread, this process's caps)."""
+        import statistics
+
+        import torch
+
+        chain = self.chains[key]
+        cpu: list[list[float]] = [[] for _ in chain.blocks]
+        wall: list[list[float]] = [[] for _ in chain.blocks]
+        with torch.inference_mode():
+            for it in range(iters + 1):
+                x = torch.rand(1, *chain.input_shape[1:])
+                for i, b in enumerate(chain.blocks):
+                    c0, w0 = time.thread_time_ns(), time.perf_counter_ns()
+                    x = b(x)
+                    if it:  # the first pass warms up
+                        cpu[i].append((time.thread_time_ns() - c0) / 1e6)
+                        wall[i].append((time.perf_counter_ns() - w0) / 1e6)
+        return {"cpu_ms": [statistics.median(c) for c in cpu], "wall_ms": [statistics.median(w) for w in wall]}
+
+    def forward(self, node: str, key: str, x: np.ndarray, sent_ns: int, start_block: int = 0,
+                end_block: int | None = None) -> tuple[np.ndarray, dict[str, int | float]]:
+        """Run model ``key`` (or blocks ``start_block..end_block-1`` of chain ``key``) for ``node`` on ``x``.
+
+        Returns the output and timings (ns).
+        """
         import torch
 
         start = time.monotonic_ns()
@@ -55,7 +95,10 @@ class ComputeActor:
             t = torch.from_numpy(np.ascontiguousarray(x))
             if t.dtype == torch.uint8:  # camera frames travel as bytes
                 t = t.float().div_(255.0)
-            out = self.models[key](t).numpy()
+            if key in self.chains:
+                out = self.chains[key].run(t, start_block, end_block).numpy()
+            else:
+                out = self.models[key](t).numpy()
         cpu = time.thread_time_ns() - c0
         wall = time.monotonic_ns() - start
         plan = self.plans[node]

@@ -199,6 +199,9 @@ def run_experiment(exp: Experiment, out_root: str | Path = "results", address: s
                     if res.done:
                         break
                 workload.teardown(tb)
+                for name, frame in workload.artifacts().items():
+                    if not frame.empty:
+                        frame.to_parquet(path / f"{name}.parquet", index=False)
                 s, r = tb.drain()
                 spans_w.write(s)
                 res_w.write(r)

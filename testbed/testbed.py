@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from testbed.calibration import CalibrationStore, ComputePlan, plan_compute
-from testbed.config.models import Tier
+from testbed.config.models import LinkSpec, Tier
 from testbed.emulation.network import KernelNetwork, NetworkBackend, UserspaceNetwork
 from testbed.errors import EmulationError, PrivilegeError, ResourceError
 from testbed.lifecycle.ledger import PREFIX, Ledger
@@ -53,6 +53,8 @@ class Testbed:
     address:
         A Ray cluster address, or ``None`` to start (and stop) a local Ray.
     """
+
+    __test__ = False  # not a pytest class
 
     def __init__(self, topology: Topology, run_id: str, seed: int, links: str, compute: str,
                  models: dict[str, str | None], address: str | None = None) -> None:
@@ -378,6 +380,46 @@ class Testbed:
         import ray
 
         ray.get(self.node_group[node].compute_actor.load.remote(key, model, self.seed, weights_path))
+
+    def load_chain(self, node: str, key: str, model: str, weights_path: str | None = None) -> list[dict[str, Any]]:
+        """Load ``model`` cut into blocks on ``node``'s compute process; returns the blocks' facts."""
+        import ray
+
+        out: list[dict[str, Any]] = ray.get(
+            self.node_group[node].compute_actor.load_chain.remote(key, model, self.seed, weights_path))
+        return out
+
+    def profile_blocks(self, node: str, key: str, iters: int = 5) -> dict[str, list[float]]:
+        """Per-block median thread-CPU and wall ms of chain ``key`` in ``node``'s compute process."""
+        import ray
+
+        out: dict[str, list[float]] = ray.get(self.node_group[node].compute_actor.profile_blocks.remote(key, iters))
+        return out
+
+    def set_link(self, index: int, up: LinkSpec, down: LinkSpec) -> None:
+        """Re-shape link ``index`` while the run goes on (replaces, never stacks).
+
+        The kernel qdiscs (or the userspace token buckets) and every endpoint's delay, jitter and
+        loss for the paths that cross the link are updated; the resolved topology follows.
+        """
+        import dataclasses
+
+        import ray
+
+        old = self.topology.links[index]
+        links = list(self.topology.links)
+        links[index] = dataclasses.replace(old, up=up, down=down)
+        self.topology = dataclasses.replace(self.topology, links=tuple(links))
+        net = self._net
+        net.topology = self.topology
+        net.set_link(index, up, down)
+        nodes = list(self.topology.nodes)
+        futs = []
+        for g in self.groups.values():
+            paths = {n: {s: vars(net.path_model(s, n)) for s in nodes if s != n} for n in g.nodes}
+            rates = {n: {d: net.tx_rate(n, d) for d in nodes if d != n} for n in g.nodes}
+            futs.append(g.node_actor.update_paths.remote(paths, rates))
+        ray.get(futs)
 
     def set_phase(self, phase: str) -> None:
         import ray

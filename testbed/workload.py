@@ -66,6 +66,10 @@ class Workload(ABC):
     def teardown(self, tb: Testbed) -> None:  # noqa: B027
         """Release what ``setup`` acquired (actors are torn down by the testbed)."""
 
+    def artifacts(self) -> dict[str, pd.DataFrame]:
+        """Extra tables for the run directory (e.g. profiles, plans), written as ``<name>.parquet``."""
+        return {}
+
     def summarize(self, spans: pd.DataFrame) -> pd.DataFrame:
         """A summary table from the run's spans."""
         import pandas as pd

@@ -1,0 +1,69 @@
+"""Every split of every model, executed across device, edge and cloud actors, equals the unsplit model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from testbed.config.loader import load_topology
+from testbed.testbed import Testbed
+from testbed.workload import MODELS
+
+MODELS_UNDER_TEST = ["small_cnn", "alexnet", "resnet18", "mobilenet_v2", "vgg16"]
+
+TOPO = """
+name: eq
+nodes:
+  - {name: dev, tier: device, hardware_class: edge_server}
+  - {name: edge, tier: edge, hardware_class: edge_server}
+  - {name: cloud, tier: cloud, hardware_class: edge_server}
+links:
+  - {ends: [dev, edge], up: {rate: 1gbit}}
+  - {ends: [edge, cloud], up: {rate: 1gbit}}
+"""
+
+
+def test_partition_in_process_is_exact() -> None:
+    from workloads.split.partition import partition
+
+    for name in MODELS_UNDER_TEST:
+        md = MODELS.get(name)
+        model = md.build(md.num_classes, 0, None)
+        x = torch.rand(1, *md.input_shape)
+        chain = partition(model, x, name)
+        assert len(chain) >= 3
+        with torch.inference_mode():
+            ref = model(x)
+            for k in range(len(chain) + 1):
+                mid = chain.run(x, 0, k)
+                assert torch.allclose(chain.run(mid, k), ref, atol=1e-5, rtol=0), (name, k)
+        assert chain.info[-1].out_shape == tuple(ref.shape)
+        assert all(i.flops > 0 and i.out_bytes > 0 for i in chain.info)
+        assert sum(i.param_bytes for i in chain.info) == sum(p.numel() * 4 for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", MODELS_UNDER_TEST)
+def test_split_on_the_testbed_equals_unsplit(tmp_path: Path, ray_local: None, name: str) -> None:
+    (tmp_path / "t.yaml").write_text(TOPO)
+    topo = load_topology(tmp_path / "t.yaml")
+    md = MODELS.get(name)
+    with Testbed(topo, "e9e9e9e9", 0, "userspace", "none", {"dev": None, "edge": None, "cloud": None}) as tb:
+        for n in topo.nodes:
+            tb.add_role(n, "split", {"key": "chain", "input_shape": list(md.input_shape), "compression": "none"})
+            info = tb.load_chain(n, "chain", name)
+        nb = len(info)
+        model = md.build(md.num_classes, 0, None)
+        rng = np.random.default_rng(0)
+        x = rng.integers(0, 256, size=(1, *md.input_shape), dtype=np.uint8)
+        with torch.inference_mode():
+            ref = model(torch.from_numpy(x).float().div_(255.0)).numpy()
+        k1, k2 = nb // 3, 2 * nb // 3
+        for c1, c2 in [(0, 0), (0, nb), (nb, nb), (k1, k1), (k1, nb), (k1, k2), (1, nb - 1)]:
+            hops = [["dev", 0, c1]] + ([["edge", c1, c2]] if c2 > c1 else []) + (
+                [["cloud", c2, nb]] if c2 < nb else [])
+            out = tb.call("dev", "split", "infer_once", hops=hops, x=x)
+            assert out.shape == ref.shape
+            assert float(np.abs(out - ref).max()) <= 1e-5, (name, c1, c2)

@@ -1,0 +1,314 @@
+"""Vertical partitioning: a model cut into blocks runs across device, edge and cloud by a planner's plan.
+
+Every node loads the model as a chain of torch.fx blocks. The driver profiles each block on each
+node (under the node's caps), builds the link state from the topology, asks each planner for a plan
+per device, and runs requests with it: the device runs ``[0, c1)``, sends the tensor at the cut to
+its edge, which runs ``[c1, c2)`` and forwards to the cloud for ``[c2, n)``; the logits come back
+the same way. Each request span carries the planner, the cuts and the predicted latency, so the
+summary puts prediction next to measurement.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator
+
+from testbed.config.models import LinkSpec, Tier
+from testbed.errors import ConfigError
+from testbed.registry import did_you_mean
+from testbed.topology import Topology
+from testbed.transport import Message
+from testbed.workload import MODELS, ROLES, WORKLOADS, StepResult, Workload
+from workloads.split.planner import PLANNERS, PathState, SplitProfile, predict
+
+
+class PlannerSpec(BaseModel):
+    """A planner by registered name with its parameters (e.g. ``{name: fixed, params: {k: 3}}``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        names = PLANNERS.names()
+        if v not in names:
+            raise ValueError(f"unknown planner {v!r}; known: {', '.join(names)}." + did_you_mean(v, names))
+        return v
+
+    @property
+    def label(self) -> str:
+        return self.name + "".join(f"_{k}{v}" for k, v in sorted(self.params.items()))
+
+
+class SplitParams(BaseModel):
+    """Parameters of the ``split_inference`` workload."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str = "resnet18"
+    planners: list[PlannerSpec] = Field(default_factory=lambda: [PlannerSpec(name=n) for n in (
+        "device_only", "edge_only", "cloud_only", "neurosurgeon_latency", "exhaustive")], min_length=1)
+    requests_per_planner: PositiveInt = 10
+    compression: Literal["none", "fp16", "int8"] = "none"
+    uplink_mbit: list[PositiveFloat] | None = None  # a sweep of every device's access-link uplink rate
+    warmup: int = Field(1, ge=0)
+    profile_iters: PositiveInt = 5
+    chunk: PositiveInt = 5
+
+    @field_validator("planners", mode="before")
+    @classmethod
+    def _names(cls, v: Any) -> Any:
+        return [{"name": x} if isinstance(x, str) else x for x in v] if isinstance(v, list) else v
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, v: str) -> str:
+        names = MODELS.names()
+        if v not in names:
+            raise ValueError(f"unknown model {v!r}; known: {', '.join(names)}." + did_you_mean(v, names))
+        return v
+
+
+def encode(x: np.ndarray, mode: str) -> tuple[np.ndarray, dict[str, Any]]:
+    """Compress the tensor at a cut (raw uint8 frames are sent as they are)."""
+    if x.dtype != np.float32 or mode == "none":
+        return x, {}
+    if mode == "fp16":
+        return x.astype(np.float16), {"codec": "fp16"}
+    scale = float(np.abs(x).max()) / 127.0 or 1.0
+    return np.clip(np.rint(x / scale), -127, 127).astype(np.int8), {"codec": "int8", "scale": scale}
+
+
+def decode(x: np.ndarray, meta: dict[str, Any]) -> np.ndarray:
+    codec = meta.get("codec")
+    if codec == "fp16":
+        return x.astype(np.float32)
+    if codec == "int8":
+        return x.astype(np.float32) * np.float32(meta["scale"])
+    return x
+
+
+@ROLES.register("split")
+class SplitRole:
+    """Node side: run a range of blocks and pass the tensor on along the plan's hops."""
+
+    def __init__(self, rt: Any, params: dict[str, Any]) -> None:
+        self.key = params["key"]
+        self.shape = tuple(params["input_shape"])
+        self.compression = params["compression"]
+
+    def _forward(self, rt: Any, x: np.ndarray, hops: list[list[Any]], rid: int) -> np.ndarray:
+        """Send ``x`` along ``hops`` ([node, start, end], ...); returns the final output."""
+        node, start, end = hops[0]
+        payload, codec = encode(x, self.compression)
+        reply = rt.request(node, "split", payload, dict(codec, role="split", start=start, end=end, hops=hops[1:]), rid)
+        assert reply.array is not None
+        out: np.ndarray = reply.array
+        return out
+
+    def on_message(self, rt: Any, msg: Message) -> tuple[str, np.ndarray, dict[str, Any]]:
+        assert msg.array is not None
+        rid = int(msg.meta.get("request_id", -1))
+        x = decode(msg.array, msg.meta)
+        start, end = int(msg.meta["start"]), int(msg.meta["end"])
+        if end > start:
+            x = rt.compute(self.key, x, rid, start, end)
+        hops = msg.meta.get("hops") or []
+        return "result", (self._forward(rt, x, hops, rid) if hops else x), {}
+
+    def infer_once(self, rt: Any, hops: list[list[Any]], x: np.ndarray) -> np.ndarray:
+        """One request with a given input; returns the model output (for equivalence checks)."""
+        _, _, c1 = hops[0]
+        if c1 > 0:
+            x = rt.compute(self.key, x, -1, 0, c1)
+        return self._forward(rt, x, hops[1:], -1) if len(hops) > 1 else x
+
+    def run_requests(self, rt: Any, hops: list[list[Any]], n: int, first_id: int, attrs: dict[str, Any],
+                     record: bool = True) -> int:
+        """Issue ``n`` requests; ``hops[0]`` is this device's own range."""
+        _, _, c1 = hops[0]
+        for i in range(n):
+            rid = first_id + i if record else -1
+            x: np.ndarray = rt.rng.integers(0, 256, size=(1, *self.shape), dtype=np.uint8)
+            t0 = time.monotonic_ns()
+            if c1 > 0:
+                x = rt.compute(self.key, x, rid, 0, c1)
+            if len(hops) > 1:
+                x = self._forward(rt, x, hops[1:], rid)
+            t1 = time.monotonic_ns()
+            if record:
+                rt.span("request", t0, t1, request_id=rid, target=hops[-1][0], **attrs)
+        return n
+
+
+@WORKLOADS.register("split_inference")
+class SplitInference(Workload):
+    """Driver side: profile, plan per planner (and per uplink rate in a sweep), run, compare."""
+
+    Params = SplitParams
+
+    @property
+    def p(self) -> SplitParams:
+        assert isinstance(self.params, SplitParams)
+        return self.params
+
+    @classmethod
+    def check(cls, params: BaseModel, topology: Topology, source: str) -> None:
+        for tier in (Tier.DEVICE, Tier.EDGE, Tier.CLOUD):
+            if not topology.by_tier(tier):
+                raise ConfigError(f"split inference needs at least one {tier.value} node", file=source,
+                                  path="topology", fix=f"add a node with tier: {tier.value}")
+
+    def _route(self, topology: Topology, d: str) -> tuple[str, str]:
+        return topology.nearest(d, Tier.EDGE), topology.nearest(d, Tier.CLOUD)
+
+    def node_models(self, topology: Topology) -> dict[str, str | None]:
+        out: dict[str, str | None] = {n: None for n in topology.nodes}
+        for d in topology.by_tier(Tier.DEVICE):
+            e, c = self._route(topology, d)
+            out[d] = out[e] = out[c] = self.p.model
+        return out
+
+    # -- setup: chains, profiles -----------------------------------------------------------
+    def setup(self, tb: Any) -> None:
+        topo: Topology = tb.topology
+        self.devices = topo.by_tier(Tier.DEVICE)
+        compute_nodes = [n for n, m in self.node_models(topo).items() if m]
+        md = MODELS.get(self.p.model)
+        role = {"key": "chain", "input_shape": list(md.input_shape), "compression": self.p.compression}
+        for n in topo.nodes:
+            tb.add_role(n, "split", role)
+        infos: list[dict[str, Any]] = []
+        for n in compute_nodes:
+            infos = tb.load_chain(n, "chain", self.p.model)
+        self.blocks = infos
+        n_blocks = len(infos)
+        frame_bytes = int(np.prod(md.input_shape))  # uint8 frames
+        self.cut_bytes = tuple([frame_bytes] + [int(b["out_bytes"]) for b in infos])
+        plans = tb.plans()
+        self.block_ms: dict[str, list[float]] = {}
+        rows = []
+        for n in compute_nodes:
+            prof = tb.profile_blocks(n, "chain", self.p.profile_iters)
+            plan = plans[n]
+            cpu = prof["cpu_ms"]
+            if plan.target_ms is not None and not plan.host_speed:
+                # the node's class time, spread over blocks by their share of the measured CPU time
+                ms = [c * plan.target_ms / sum(cpu) for c in cpu]
+            else:
+                ms = list(prof["wall_ms"])
+            self.block_ms[n] = ms
+            rows += [{"node": n, "hardware_class": plan.hardware_class, "block": i, "name": infos[i]["name"],
+                      "kind": infos[i]["kind"], "out_bytes": infos[i]["out_bytes"], "flops": infos[i]["flops"],
+                      "param_bytes": infos[i]["param_bytes"], "cpu_ms": cpu[i], "class_ms": ms[i]}
+                     for i in range(n_blocks)]
+        self.profile_rows = rows
+        self.rounds = [None] if not self.p.uplink_mbit else list(self.p.uplink_mbit)
+        self.schedule = [(bw, ps, start) for bw in self.rounds for ps in self.p.planners
+                         for start in range(0, self.p.requests_per_planner, self.p.chunk)]
+        self.step_i = 0
+        self.plan_rows: list[dict[str, Any]] = []
+        self.current: dict[str, tuple[list[list[Any]], dict[str, Any]]] = {}
+        self.tb_topology = topo
+
+    def _profile_for(self, topo: Topology, d: str) -> SplitProfile:
+        e, c = self._route(topo, d)
+
+        def ps(a: str, b: str) -> PathState:
+            path = topo.path(a, b)
+            return PathState(path.rate_mbit, path.delay_ms)
+
+        hw = topo.nodes[d].hardware
+        first = topo.path(d, e).hops[0].link
+        return SplitProfile(tuple(self.block_ms[d]), tuple(self.block_ms[e]), tuple(self.block_ms[c]),
+                            self.cut_bytes, {"d>e": ps(d, e), "e>d": ps(e, d), "e>c": ps(e, c), "c>e": ps(c, e),
+                                             "d>c": ps(d, c), "c>d": ps(c, d)},
+                            hw.power_busy_w or 0.0, hw.power_idle_w or 0.0, first.tx_energy_uj_per_bit or 0.0)
+
+    def _set_uplink(self, tb: Any, mbit: float) -> None:
+        topo: Topology = tb.topology
+        done = set()
+        for d in self.devices:
+            link = topo.path(d, self._route(topo, d)[0]).hops[0].link
+            if link.index in done:
+                continue
+            done.add(link.index)
+            up, down = (link.up, link.down) if link.a == d else (link.down, link.up)
+            new_up = LinkSpec(rate_mbit=mbit, delay_ms=up.delay_ms, jitter_ms=up.jitter_ms, loss_pct=up.loss_pct)
+            tb.set_link(link.index, *((new_up, down) if link.a == d else (down, new_up)))
+
+    def _plan_round(self, tb: Any, bw: float | None, ps: PlannerSpec) -> None:
+        topo: Topology = tb.topology
+        planner = PLANNERS.get(ps.name)(**ps.params)
+        label = ps.label + (f"@{bw:g}mbit" if bw is not None else "")
+        self.current = {}
+        for d in self.devices:
+            prof = self._profile_for(topo, d)
+            c1, c2 = planner.choose(prof)
+            pred = predict(prof, c1, c2)
+            e, c = self._route(topo, d)
+            hops: list[list[Any]] = [[d, 0, c1]]
+            if c2 > c1:
+                hops.append([e, c1, c2])
+            if c2 < prof.n:
+                hops.append([c, c2, prof.n])
+            attrs = {"planner": ps.label, "uplink_mbit": bw, "c1": c1, "c2": c2, "n_blocks": prof.n,
+                     "predicted_ms": pred.latency_ms, "predicted_energy_j": pred.device_energy_j}
+            self.current[d] = (hops, attrs)
+            self.plan_rows.append({"phase": label, "device": d, **attrs,
+                                   **{f"pred_{k}_ms": v for k, v in pred.parts.items()}})
+        tb.set_phase(label)
+        if self.p.warmup:
+            self._run(tb, self.p.warmup, 0, record=False)
+
+    def _run(self, tb: Any, n: int, start: int, record: bool = True) -> int:
+        import ray
+
+        futs = [tb.call_async(d, "split", "run_requests", hops=hops, n=n, first_id=i * 1_000_000 + start,
+                              attrs=attrs, record=record)
+                for i, (d, (hops, attrs)) in enumerate(self.current.items())]
+        ray.get(futs)
+        return len(futs)
+
+    def total_steps(self) -> int:
+        return len(self.schedule) * len(self.devices)
+
+    def step(self, tb: Any) -> StepResult:
+        bw, ps, start = self.schedule[self.step_i]
+        if start == 0:
+            if bw is not None and (self.step_i == 0 or self.schedule[self.step_i - 1][0] != bw):
+                self._set_uplink(tb, bw)
+            self._plan_round(tb, bw, ps)
+        sent = self._run(tb, min(self.p.chunk, self.p.requests_per_planner - start), start)
+        self.step_i += 1
+        return StepResult(progress=sent, done=self.step_i >= len(self.schedule), info={"label": ps.label})
+
+    def artifacts(self) -> dict[str, pd.DataFrame]:
+        return {"profile": pd.DataFrame(self.profile_rows), "plans": pd.DataFrame(self.plan_rows)}
+
+    def summarize(self, spans: pd.DataFrame) -> pd.DataFrame:
+        req = spans[spans.kind == "request"].copy()
+        if req.empty:
+            return pd.DataFrame()
+        attrs = req["attrs"].map(lambda a: json.loads(a) if a else {})
+        for k in ("planner", "uplink_mbit", "c1", "c2", "n_blocks", "predicted_ms", "predicted_energy_j"):
+            req[k] = attrs.map(lambda a, k=k: a.get(k))
+        req["error_pct"] = 100 * (req["predicted_ms"] - req["duration_ms"]) / req["duration_ms"]
+        g = req.groupby(["phase", "node"], sort=False)
+        out = g.agg(planner=("planner", "first"), uplink_mbit=("uplink_mbit", "first"), c1=("c1", "first"),
+                    c2=("c2", "first"), n_blocks=("n_blocks", "first"), requests=("duration_ms", "size"),
+                    predicted_ms=("predicted_ms", "first"), measured_p50_ms=("duration_ms", "median"),
+                    measured_mean_ms=("duration_ms", "mean"),
+                    error_pct_median=("error_pct", "median")).reset_index().rename(columns={"node": "device"})
+        out["uplink_mbit"] = out["uplink_mbit"].map(lambda v: v if v is not None and not (
+            isinstance(v, float) and math.isnan(v)) else float("nan"))
+        return out
