@@ -82,9 +82,10 @@ def request_table(spans: pd.DataFrame) -> pd.DataFrame:
 def hop_breakdown(spans: pd.DataFrame) -> pd.DataFrame:
     """Mean ms per request of each hop of its path, per (device, phase).
 
-    Hops: ``uplink`` (device → server transfer, link delay included), ``queue`` and ``compute``
-    (wherever they ran), ``downlink`` (the reply), and ``other`` = end-to-end latency minus those
-    (actor calls, serialisation, the driver).
+    Hops: ``uplink`` (transfers leaving the device, link delay included), ``relay`` (between
+    servers, e.g. edge → cloud and back), ``queue`` and ``compute`` (wherever they ran), ``downlink``
+    (the reply reaching the device), and ``other`` = end-to-end latency minus those (actor calls,
+    serialisation).
     """
     req = spans[spans.kind == "request"][["phase", "request_id", "node", "duration_ms"]]
     if req.empty:
@@ -92,12 +93,13 @@ def hop_breakdown(spans: pd.DataFrame) -> pd.DataFrame:
     req = req.rename(columns={"node": "device", "duration_ms": "latency_ms"})
     parts = spans[spans.kind.isin(["compute", "transfer", "queue"]) & (spans.request_id >= 0)]
     parts = parts.merge(req[["phase", "request_id", "device"]], on=["phase", "request_id"])
-    hop = parts.kind.where(parts.kind != "transfer",
-                           parts.src.eq(parts.device).map({True: "uplink", False: "downlink"}))
+    direction = parts.src.eq(parts.device).map({True: "uplink", False: "relay"}).where(
+        ~parts.dst.eq(parts.device), "downlink")
+    hop = parts.kind.where(parts.kind != "transfer", direction)
     per_req = parts.assign(hop=hop).pivot_table(index=["device", "phase", "request_id"], columns="hop",
                                                 values="duration_ms", aggfunc="sum").fillna(0.0)
     per_req = per_req.join(req.set_index(["device", "phase", "request_id"])["latency_ms"])
-    cols = [c for c in ("uplink", "queue", "compute", "downlink") if c in per_req]
+    cols = [c for c in ("uplink", "relay", "queue", "compute", "downlink") if c in per_req]
     per_req["other"] = (per_req["latency_ms"] - per_req[cols].sum(axis=1)).clip(lower=0.0)
     return per_req.groupby(["device", "phase"])[cols + ["other"]].mean()
 

@@ -342,7 +342,12 @@ class Testbed:
                 value = max(0.01, value * med / plan.target_ms)
         return value, err
 
-    def _probe(self, g: Group, node: str, model: str, iters: int) -> tuple[list[float], list[float]]:
+    def probe(self, node: str, key: str, model: str, iters: int = 5) -> tuple[list[float], list[float]]:
+        """Wall and CPU ms of ``iters`` forwards of ``key`` on ``node``, through the path requests take."""
+        return self._probe(self.node_group[node], node, model, iters, key)
+
+    def _probe(self, g: Group, node: str, model: str, iters: int,
+               key: str | None = None) -> tuple[list[float], list[float]]:
         """Wall and CPU ms of ``iters`` forwards through the same Ray call path requests take."""
         import numpy as np
         import ray
@@ -352,7 +357,7 @@ class Testbed:
         x = np.random.default_rng(self.seed).integers(0, 256, (1, *MODELS.get(model).input_shape), dtype=np.uint8)
         wall, cpu = [], []
         for i in range(iters + 2):
-            _, st = ray.get(g.compute_actor.forward.remote(node, model, x, time.monotonic_ns()))
+            _, st = ray.get(g.compute_actor.forward.remote(node, key or model, x, time.monotonic_ns()))
             if i >= 2:  # the first calls warm caches and allocators
                 wall.append((st["end_ns"] - st["start_ns"]) / 1e6)
                 cpu.append(st["cpu_ns"] / 1e6)

@@ -106,11 +106,14 @@ class SplitRole:
         self.shape = tuple(params["input_shape"])
         self.compression = params["compression"]
 
-    def _forward(self, rt: Any, x: np.ndarray, hops: list[list[Any]], rid: int) -> np.ndarray:
+    def _forward(self, rt: Any, x: np.ndarray, hops: list[list[Any]], rid: int,
+                 compression: str | None = None) -> np.ndarray:
         """Send ``x`` along ``hops`` ([node, start, end], ...); returns the final output."""
         node, start, end = hops[0]
-        payload, codec = encode(x, self.compression)
-        reply = rt.request(node, "split", payload, dict(codec, role="split", start=start, end=end, hops=hops[1:]), rid)
+        mode = compression or self.compression
+        payload, codec = encode(x, mode)
+        meta = dict(codec, role="split", start=start, end=end, hops=hops[1:], compression=mode)
+        reply = rt.request(node, "split", payload, meta, rid)
         assert reply.array is not None
         out: np.ndarray = reply.array
         return out
@@ -123,14 +126,15 @@ class SplitRole:
         if end > start:
             x = rt.compute(self.key, x, rid, start, end)
         hops = msg.meta.get("hops") or []
-        return "result", (self._forward(rt, x, hops, rid) if hops else x), {}
+        mode = msg.meta.get("compression")
+        return "result", (self._forward(rt, x, hops, rid, mode) if hops else x), {}
 
-    def infer_once(self, rt: Any, hops: list[list[Any]], x: np.ndarray) -> np.ndarray:
-        """One request with a given input; returns the model output (for equivalence checks)."""
+    def infer_once(self, rt: Any, hops: list[list[Any]], x: np.ndarray, compression: str | None = None) -> np.ndarray:
+        """One request with a given input; returns the model output (equivalence and compression checks)."""
         _, _, c1 = hops[0]
         if c1 > 0:
             x = rt.compute(self.key, x, -1, 0, c1)
-        return self._forward(rt, x, hops[1:], -1) if len(hops) > 1 else x
+        return self._forward(rt, x, hops[1:], -1, compression) if len(hops) > 1 else x
 
     def run_requests(self, rt: Any, hops: list[list[Any]], n: int, first_id: int, attrs: dict[str, Any],
                      record: bool = True) -> int:
@@ -203,9 +207,12 @@ class SplitInference(Workload):
             cpu = prof["cpu_ms"]
             if plan.target_ms is not None and not plan.host_speed:
                 # the node's class time, spread over blocks by their share of the measured CPU time
-                ms = [c * plan.target_ms / sum(cpu) for c in cpu]
+                whole = plan.target_ms
             else:
-                ms = list(prof["wall_ms"])
+                # host speed: what the whole chain takes through the call path requests use (colder
+                # caches than a tight profiling loop), spread over blocks by their share of CPU time
+                whole = float(np.median(tb.probe(n, "chain", self.p.model, self.p.profile_iters)[0]))
+            ms = [c * whole / sum(cpu) for c in cpu]
             self.block_ms[n] = ms
             rows += [{"node": n, "hardware_class": plan.hardware_class, "block": i, "name": infos[i]["name"],
                       "kind": infos[i]["kind"], "out_bytes": infos[i]["out_bytes"], "flops": infos[i]["flops"],
@@ -264,11 +271,28 @@ class SplitInference(Workload):
             attrs = {"planner": ps.label, "uplink_mbit": bw, "c1": c1, "c2": c2, "n_blocks": prof.n,
                      "predicted_ms": pred.latency_ms, "predicted_energy_j": pred.device_energy_j}
             self.current[d] = (hops, attrs)
+            acc = self._compression_cost(tb, d, hops) if self.p.compression != "none" else {}
+            attrs.update(acc)
             self.plan_rows.append({"phase": label, "device": d, **attrs,
                                    **{f"pred_{k}_ms": v for k, v in pred.parts.items()}})
         tb.set_phase(label)
         if self.p.warmup:
             self._run(tb, self.p.warmup, 0, record=False)
+
+    def _compression_cost(self, tb: Any, device: str, hops: list[list[Any]], samples: int = 8) -> dict[str, float]:
+        """Accuracy cost of compressing the tensors at this plan's cuts: max |diff| / max |logit|, top-1 agreement."""
+        if len(hops) < 2:  # nothing leaves the device, nothing is compressed
+            return {"compression_max_rel_diff": 0.0, "compression_top1_agreement": 1.0}
+        md = MODELS.get(self.p.model)
+        rng = np.random.default_rng(self.seed)
+        diffs, agree = [], 0
+        for _ in range(samples):
+            x = rng.integers(0, 256, size=(1, *md.input_shape), dtype=np.uint8)
+            ref = tb.call(device, "split", "infer_once", hops=hops, x=x, compression="none")
+            out = tb.call(device, "split", "infer_once", hops=hops, x=x)
+            diffs.append(float(np.abs(out - ref).max() / max(float(np.abs(ref).max()), 1e-12)))
+            agree += int(np.argmax(out) == np.argmax(ref))
+        return {"compression_max_rel_diff": max(diffs), "compression_top1_agreement": agree / samples}
 
     def _run(self, tb: Any, n: int, start: int, record: bool = True) -> int:
         import ray
@@ -300,15 +324,22 @@ class SplitInference(Workload):
         if req.empty:
             return pd.DataFrame()
         attrs = req["attrs"].map(lambda a: json.loads(a) if a else {})
-        for k in ("planner", "uplink_mbit", "c1", "c2", "n_blocks", "predicted_ms", "predicted_energy_j"):
-            req[k] = attrs.map(lambda a, k=k: a.get(k))
+        keys = ["planner", "uplink_mbit", "c1", "c2", "n_blocks", "predicted_ms", "predicted_energy_j",
+                "compression_max_rel_diff", "compression_top1_agreement"]
+        for k in keys:
+            req[k] = attrs.map(lambda a, k=k: a.get(k, float("nan")))
         req["error_pct"] = 100 * (req["predicted_ms"] - req["duration_ms"]) / req["duration_ms"]
         g = req.groupby(["phase", "node"], sort=False)
         out = g.agg(planner=("planner", "first"), uplink_mbit=("uplink_mbit", "first"), c1=("c1", "first"),
                     c2=("c2", "first"), n_blocks=("n_blocks", "first"), requests=("duration_ms", "size"),
                     predicted_ms=("predicted_ms", "first"), measured_p50_ms=("duration_ms", "median"),
                     measured_mean_ms=("duration_ms", "mean"),
-                    error_pct_median=("error_pct", "median")).reset_index().rename(columns={"node": "device"})
+                    error_pct_median=("error_pct", "median"),
+                    compression_max_rel_diff=("compression_max_rel_diff", "first"),
+                    compression_top1_agreement=("compression_top1_agreement", "first"),
+                    ).reset_index().rename(columns={"node": "device"})
+        if self.p.compression == "none":
+            out = out.drop(columns=["compression_max_rel_diff", "compression_top1_agreement"])
         out["uplink_mbit"] = out["uplink_mbit"].map(lambda v: v if v is not None and not (
             isinstance(v, float) and math.isnan(v)) else float("nan"))
         return out
