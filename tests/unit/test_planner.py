@@ -63,3 +63,15 @@ def test_energy_planner_prefers_less_radio_on_a_costly_link() -> None:
     c = PLANNERS.get("neurosurgeon_energy")().choose(p)
     e = predict(p, *c).device_energy_j
     assert all(e <= predict(p, k, p.n).device_energy_j + 1e-12 for k in range(p.n + 1))
+
+
+def test_layer_regression_recovers_a_linear_law() -> None:
+    from workloads.split.regression import LayerRegression
+
+    rows = [("conv", f, b, 3.0 * f / 1e9 + 0.5 * b / 1e6 + 0.1) for f, b in
+            [(1e9, 1e6), (2e9, 5e5), (5e8, 2e6), (3e9, 1e5)]]
+    rows += [("act", 0, b, 0.02 * b / 1e6) for b in (1e6, 2e6, 4e6)]
+    reg = LayerRegression().fit(rows)
+    assert reg.predict("conv", 4e9, 1e6) == pytest.approx(12.0 + 0.5 + 0.1, rel=1e-6)
+    assert reg.predict("act", 0, 3e6) == pytest.approx(0.06, rel=1e-6)
+    assert reg.predict("unknown_kind", 1e9, 0, scale=2.0) > 0  # falls back to the all-kinds model

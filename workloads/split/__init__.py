@@ -26,6 +26,7 @@ from testbed.topology import Topology
 from testbed.transport import Message
 from testbed.workload import MODELS, ROLES, WORKLOADS, StepResult, Workload
 from workloads.split.planner import PLANNERS, PathState, SplitProfile, predict
+from workloads.split.regression import LayerRegression
 
 
 class PlannerSpec(BaseModel):
@@ -63,6 +64,7 @@ class SplitParams(BaseModel):
     warmup: int = Field(1, ge=0)
     profile_iters: PositiveInt = 5
     chunk: PositiveInt = 5
+    predictor: Literal["profile", "regression"] = "profile"  # regression: only one reference node is profiled
 
     @field_validator("planners", mode="before")
     @classmethod
@@ -201,10 +203,20 @@ class SplitInference(Workload):
         plans = tb.plans()
         self.block_ms: dict[str, list[float]] = {}
         rows = []
+        regression = None
+        if self.p.predictor == "regression":
+            # Neurosurgeon-style: per-layer-type regression fitted on one reference node's profile;
+            # every other node is predicted from it, scaled by its class's whole-model time
+            ref = next((n for n in compute_nodes if plans[n].host_speed), compute_nodes[0])
+            prof = tb.profile_blocks(ref, "chain", self.p.profile_iters)
+            regression = LayerRegression().fit(
+                (b["kind"], b["flops"], b["out_bytes"], c) for b, c in zip(infos, prof["cpu_ms"], strict=True))
         for n in compute_nodes:
-            prof = tb.profile_blocks(n, "chain", self.p.profile_iters)
             plan = plans[n]
-            cpu = prof["cpu_ms"]
+            if regression is not None and n != ref:
+                cpu = [regression.predict(b["kind"], b["flops"], b["out_bytes"]) for b in infos]
+            else:
+                cpu = tb.profile_blocks(n, "chain", self.p.profile_iters)["cpu_ms"]
             if plan.target_ms is not None and not plan.host_speed:
                 # the node's class time, spread over blocks by their share of the measured CPU time
                 whole = plan.target_ms
@@ -214,7 +226,8 @@ class SplitInference(Workload):
                 whole = float(np.median(tb.probe(n, "chain", self.p.model, self.p.profile_iters)[0]))
             ms = [c * whole / sum(cpu) for c in cpu]
             self.block_ms[n] = ms
-            rows += [{"node": n, "hardware_class": plan.hardware_class, "block": i, "name": infos[i]["name"],
+            rows += [{"node": n, "hardware_class": plan.hardware_class, "predictor": self.p.predictor,
+                      "block": i, "name": infos[i]["name"],
                       "kind": infos[i]["kind"], "out_bytes": infos[i]["out_bytes"], "flops": infos[i]["flops"],
                       "param_bytes": infos[i]["param_bytes"], "cpu_ms": cpu[i], "class_ms": ms[i]}
                      for i in range(n_blocks)]
