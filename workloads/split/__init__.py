@@ -50,6 +50,19 @@ class PlannerSpec(BaseModel):
         return self.name + "".join(f"_{k}{v}" for k, v in sorted(self.params.items()))
 
 
+class LinkChange(BaseModel):
+    """After ``after_requests`` requests of each planner, every device's uplink changes to ``uplink_mbit``.
+
+    Adaptive planners re-plan from the new link state (Neurosurgeon monitors the bandwidth); the
+    others keep their plan, and their prediction goes stale.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    after_requests: PositiveInt
+    uplink_mbit: PositiveFloat
+
+
 class SplitParams(BaseModel):
     """Parameters of the ``split_inference`` workload."""
 
@@ -65,6 +78,7 @@ class SplitParams(BaseModel):
     profile_iters: PositiveInt = 5
     chunk: PositiveInt = 5
     predictor: Literal["profile", "regression"] = "profile"  # regression: only one reference node is profiled
+    link_change: LinkChange | None = None  # the uplink changes in the middle of every planner's requests
 
     @field_validator("planners", mode="before")
     @classmethod
@@ -233,8 +247,13 @@ class SplitInference(Workload):
                      for i in range(n_blocks)]
         self.profile_rows = rows
         self.rounds = [None] if not self.p.uplink_mbit else list(self.p.uplink_mbit)
-        self.schedule = [(bw, ps, start) for bw in self.rounds for ps in self.p.planners
-                         for start in range(0, self.p.requests_per_planner, self.p.chunk)]
+        bounds = sorted({*range(0, self.p.requests_per_planner, self.p.chunk),
+                         *([self.p.link_change.after_requests] if self.p.link_change else [])})
+        self.chunks = [(s, min(e, self.p.requests_per_planner) - s)
+                       for s, e in zip(bounds, [*bounds[1:], self.p.requests_per_planner], strict=True)
+                       if s < self.p.requests_per_planner]
+        self.schedule = [(bw, ps, start, n) for bw in self.rounds for ps in self.p.planners for start, n in self.chunks]
+        self.base_uplinks = {d: self._access(topo, d)[1].rate_mbit for d in self.devices}
         self.step_i = 0
         self.plan_rows: list[dict[str, Any]] = []
         self.current: dict[str, tuple[list[list[Any]], dict[str, Any]]] = {}
@@ -254,22 +273,27 @@ class SplitInference(Workload):
                                              "d>c": ps(d, c), "c>d": ps(c, d)},
                             hw.power_busy_w or 0.0, hw.power_idle_w or 0.0, first.tx_energy_uj_per_bit or 0.0)
 
-    def _set_uplink(self, tb: Any, mbit: float) -> None:
+    def _access(self, topo: Topology, d: str) -> tuple[Any, LinkSpec, LinkSpec]:
+        """The device's first link toward its edge, and its (up, down) specs seen from the device."""
+        link = topo.path(d, self._route(topo, d)[0]).hops[0].link
+        up, down = (link.up, link.down) if link.a == d else (link.down, link.up)
+        return link, up, down
+
+    def _set_uplink(self, tb: Any, mbit: float, only: str | None = None) -> None:
         topo: Topology = tb.topology
         done = set()
-        for d in self.devices:
-            link = topo.path(d, self._route(topo, d)[0]).hops[0].link
-            if link.index in done:
+        for d in [only] if only else self.devices:
+            link, up, down = self._access(topo, d)
+            if link.index in done or up.rate_mbit == mbit:
                 continue
             done.add(link.index)
-            up, down = (link.up, link.down) if link.a == d else (link.down, link.up)
             new_up = LinkSpec(rate_mbit=mbit, delay_ms=up.delay_ms, jitter_ms=up.jitter_ms, loss_pct=up.loss_pct)
             tb.set_link(link.index, *((new_up, down) if link.a == d else (down, new_up)))
 
-    def _plan_round(self, tb: Any, bw: float | None, ps: PlannerSpec) -> None:
+    def _plan_round(self, tb: Any, bw: float | None, ps: PlannerSpec, label: str | None = None) -> None:
         topo: Topology = tb.topology
         planner = PLANNERS.get(ps.name)(**ps.params)
-        label = ps.label + (f"@{bw:g}mbit" if bw is not None else "")
+        label = label or ps.label + (f"@{bw:g}mbit" if bw is not None else "")
         self.current = {}
         for d in self.devices:
             prof = self._profile_for(topo, d)
@@ -320,12 +344,23 @@ class SplitInference(Workload):
         return len(self.schedule) * len(self.devices)
 
     def step(self, tb: Any) -> StepResult:
-        bw, ps, start = self.schedule[self.step_i]
+        bw, ps, start, n = self.schedule[self.step_i]
+        change = self.p.link_change
         if start == 0:
-            if bw is not None and (self.step_i == 0 or self.schedule[self.step_i - 1][0] != bw):
+            if bw is not None:
                 self._set_uplink(tb, bw)
+            elif change is not None:  # restore the topology's own uplink for the next planner
+                for d, rate in self.base_uplinks.items():
+                    self._set_uplink(tb, rate, only=d)
             self._plan_round(tb, bw, ps)
-        sent = self._run(tb, min(self.p.chunk, self.p.requests_per_planner - start), start)
+        elif change is not None and start == change.after_requests:
+            self._set_uplink(tb, change.uplink_mbit)
+            after = f"{ps.label}{f'@{bw:g}mbit' if bw is not None else ''}>{change.uplink_mbit:g}mbit"
+            if PLANNERS.get(ps.name).adaptive:
+                self._plan_round(tb, bw, ps, label=after)  # re-plan from the new link state
+            else:
+                tb.set_phase(after)  # same plan, stale prediction
+        sent = self._run(tb, n, start)
         self.step_i += 1
         return StepResult(progress=sent, done=self.step_i >= len(self.schedule), info={"label": ps.label})
 

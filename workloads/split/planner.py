@@ -86,7 +86,13 @@ def predict(p: SplitProfile, c1: int, c2: int) -> Prediction:
 
 
 class Planner(ABC):
-    """Answers one question: where to cut, given the profile and the link state."""
+    """Answers one question: where to cut, given the profile and the link state.
+
+    ``adaptive`` planners are asked again when the link state changes during a run; the others keep
+    the plan they made at the start.
+    """
+
+    adaptive = False
 
     def __init__(self, **params: Any) -> None:
         self.params = params
@@ -142,6 +148,13 @@ class NeurosurgeonEnergy(NeurosurgeonLatency):
     """Neurosurgeon: one cut, minimum predicted device energy (compute, radio, idle wait)."""
 
     objective = "device_energy_j"
+
+
+@PLANNERS.register("adaptive_neurosurgeon")
+class AdaptiveNeurosurgeon(NeurosurgeonLatency):
+    """Neurosurgeon latency, re-planned whenever the link state changes during a run."""
+
+    adaptive = True
 
 
 @PLANNERS.register("exhaustive")
