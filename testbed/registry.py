@@ -74,6 +74,14 @@ class Registry(Generic[T]):
             raise UnknownNameError(self.kind, name, list(self._items))
         return self._items[name]
 
+    def validate(self, name: str) -> str:
+        """``name`` if it is registered; else ``ValueError`` listing the known names (for config validators)."""
+        try:
+            self.get(name)
+        except UnknownNameError as exc:
+            raise ValueError(str(exc)) from None
+        return name
+
     def names(self) -> list[str]:
         """All registered names, entry points included."""
         self._load_entry_points()

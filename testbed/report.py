@@ -144,7 +144,14 @@ def render_report(run_dir: str | Path) -> Path:
         pdf = pd.DataFrame(plans.values())[["node", "hardware_class", "model", "backend", "target_ms", "slowdown",
                                             "cpu_cores", "host_speed", "basis"]]
         parts.append("<h2>Compute caps</h2>" + pdf.to_html(index=False, float_format=lambda v: f"{v:.3f}"))
-    for title, img in _plots(r.spans, r.resources, m, r.summary):
+    figures = _plots(r.spans, r.resources, m, r.summary)
+    try:
+        from testbed.workload import WORKLOADS
+
+        figures += [(t, _png(f)) for t, f in WORKLOADS.get(m["config"]["workload"]["name"]).figures(r)]
+    except (KeyError, LookupError):
+        pass  # an older manifest, or a workload no longer installed
+    for title, img in figures:
         parts.append(f"<h2>{html.escape(title)}</h2>{img}")
     page = ("<!doctype html><html><head><meta charset='utf-8'><title>testbed report</title><style>"
             "body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse;font-size:12px}"

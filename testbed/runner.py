@@ -222,7 +222,7 @@ def run_experiment(exp: Experiment, out_root: str | Path = "results", address: s
         manifest["wall_s"] = time.monotonic() - t_start
         manifest["partial"] = manifest["status"] != "complete"
         manifest["rows"] = {"spans": spans_w.rows, "resources": res_w.rows}
-        if spans_w.rows:
+        if spans_w.rows or manifest["status"] == "complete":
             from testbed.results import load
 
             spans = load(path).spans

@@ -66,6 +66,11 @@ class Workload(ABC):
     def teardown(self, tb: Testbed) -> None:  # noqa: B027
         """Release what ``setup`` acquired (actors are torn down by the testbed)."""
 
+    @classmethod
+    def figures(cls, run: Any) -> list[tuple[str, Any]]:
+        """Workload-specific matplotlib figures for ``testbed report`` (``run`` is a loaded RunResults)."""
+        return []
+
     def artifacts(self) -> dict[str, pd.DataFrame]:
         """Extra tables for the run directory (e.g. profiles, plans), written as ``<name>.parquet``."""
         return {}

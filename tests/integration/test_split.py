@@ -43,3 +43,26 @@ seed: 5
     assert set(prof.node) == {"cam", "edge", "cloud"} and (prof.groupby("node").block.count() == n).all()
     plans = pd.read_parquet(out.path / "plans.parquet")
     assert {"pred_up_ms", "pred_device_ms"} <= set(plans.columns)
+
+
+def test_layer_scheduling_experiment_runs_and_reports(tmp_path: Path, ray_local: None) -> None:
+    from testbed.report import render_report
+
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(f"""
+name: sched
+topology: {ROOT / 'topologies/minimal.yaml'}
+workload:
+  name: layer_scheduling
+  params: {{models: [alexnet, small_cnn], n_tasks: 200, edge_counts: [5, 10], online_edges: 5, repetitions: 1}}
+""")
+    out = run_experiment(load_experiment(exp), tmp_path / "results", fit_caps=False)
+    s = out.summary
+    a = s[s.figure == "fig4a"].set_index(["edges", "algorithm"]).deployed
+    assert a[(10, "scheduling_lightest_k")] >= a[(5, "scheduling_lightest_k")]  # more servers, more tasks
+    assert all(a[(e, "scheduling_lightest_k")] >= a[(e, f"fixed_k{k}")] for e in (5, 10) for k in range(1, 6))
+    curve = pd.read_parquet(out.path / "online_curve.parquet")
+    assert set(curve.algorithm) == {"online", "fifo", "lbf"} and curve.arrivals.max() == 200
+    types = pd.read_parquet(out.path / "task_types.parquet")
+    assert {"alexnet/5", "small_cnn/8"} <= set(types["type"]) and (types.l_kj_flop_per_byte > 0).all()
+    assert render_report(out.path).read_text().count("<img") >= 2

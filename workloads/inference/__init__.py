@@ -17,7 +17,6 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveInt
 
 from testbed.config.models import Tier
 from testbed.errors import ConfigError
-from testbed.registry import did_you_mean
 from testbed.topology import Topology
 from testbed.transport import Message
 from testbed.workload import MODELS, ROLES, WORKLOADS, StepResult, Workload
@@ -40,10 +39,7 @@ class InferenceParams(BaseModel):
     @field_validator("model")
     @classmethod
     def _known_model(cls, v: str) -> str:
-        names = MODELS.names()
-        if v not in names:
-            raise ValueError(f"unknown model {v!r}; known: {', '.join(names)}." + did_you_mean(v, names))
-        return v
+        return MODELS.validate(v)
 
 
 @ROLES.register("inference")

@@ -21,7 +21,6 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, f
 
 from testbed.config.models import LinkSpec, Tier
 from testbed.errors import ConfigError
-from testbed.registry import did_you_mean
 from testbed.topology import Topology
 from testbed.transport import Message
 from testbed.workload import MODELS, ROLES, WORKLOADS, StepResult, Workload
@@ -40,10 +39,7 @@ class PlannerSpec(BaseModel):
     @field_validator("name")
     @classmethod
     def _known(cls, v: str) -> str:
-        names = PLANNERS.names()
-        if v not in names:
-            raise ValueError(f"unknown planner {v!r}; known: {', '.join(names)}." + did_you_mean(v, names))
-        return v
+        return PLANNERS.validate(v)
 
     @property
     def label(self) -> str:
@@ -88,10 +84,7 @@ class SplitParams(BaseModel):
     @field_validator("model")
     @classmethod
     def _known_model(cls, v: str) -> str:
-        names = MODELS.names()
-        if v not in names:
-            raise ValueError(f"unknown model {v!r}; known: {', '.join(names)}." + did_you_mean(v, names))
-        return v
+        return MODELS.validate(v)
 
 
 def encode(x: np.ndarray, mode: str) -> tuple[np.ndarray, dict[str, Any]]:
