@@ -66,3 +66,32 @@ workload:
     types = pd.read_parquet(out.path / "task_types.parquet")
     assert {"alexnet/5", "small_cnn/8"} <= set(types["type"]) and (types.l_kj_flop_per_byte > 0).all()
     assert render_report(out.path).read_text().count("<img") >= 2
+
+
+def test_layer_scheduling_placement_executes_on_the_testbed(tmp_path: Path, ray_local: None) -> None:
+    (tmp_path / "t.yaml").write_text("""
+name: gw
+nodes:
+  - {name: cam, tier: device, hardware_class: rpi4b, count: 2}
+  - {name: gw, tier: edge, hardware_class: edge_server}
+  - {name: cloud, tier: cloud, hardware_class: cloud_gpu}
+links:
+  - {ends: [cam, gw], link_class: ethernet}
+  - {ends: [gw, cloud], up: {rate: 20mbit, delay: 5ms}}
+""")
+    exp = tmp_path / "exp.yaml"
+    exp.write_text("""
+name: sched_run
+topology: t.yaml
+workload:
+  name: layer_scheduling_run
+  params: {models: [small_cnn, mobilenet_v2], n_layers: 4, algorithms: [scheduling_lightest_k, all_k1],
+           frames_per_task: 3}
+""")
+    out = run_experiment(load_experiment(exp), tmp_path / "results")
+    s = out.summary.set_index("algorithm")
+    assert s.loc["all_k1", "deployed"] == 2 and s.loc["all_k1", "frames"] == 6
+    assert s.loc["scheduling_lightest_k", "frames"] == 3 * s.loc["scheduling_lightest_k", "deployed"]
+    assert s.loc["all_k1", "relay_p50_ms"] >= 5.0  # every frame really crossed the 5 ms backhaul
+    pl = pd.read_parquet(out.path / "placements.parquet")
+    assert set(pl.model) == {"small_cnn", "mobilenet_v2"} and (pl.planned_mbit > 0).all()

@@ -65,5 +65,5 @@ def test_fifo_evicts_and_online_holds_back() -> None:
 
 
 def test_group_layers_cuts_where_data_shrinks_most() -> None:
-    elems, work = group_layers([100, 100, 25, 25, 5, 5], [1, 1, 1, 1, 1, 1], 3)
-    assert elems == [25, 5, 5] and work == [3, 2, 1]
+    elems, work, cuts = group_layers([100, 100, 25, 25, 5, 5], [1, 1, 1, 1, 1, 1], 3)
+    assert elems == [25, 5, 5] and work == [3, 2, 1] and cuts == [2, 4, 5]

@@ -35,8 +35,11 @@ PAPER = {
 }
 
 
-def group_layers(out_elems: list[int], flops: list[int], n_layers: int) -> tuple[list[int], list[int]]:
-    """Merge blocks into ``n_layers`` layers, cutting after the blocks that shrink the data most."""
+def group_layers(out_elems: list[int], flops: list[int], n_layers: int) -> tuple[list[int], list[int], list[int]]:
+    """Merge blocks into ``n_layers`` layers, cutting after the blocks that shrink the data most.
+
+    Returns each layer's output elements, its FLOPs, and the chain block it ends after.
+    """
     n = len(out_elems)
     n_layers = min(n_layers, n)
     prev = [out_elems[0], *out_elems[:-1]]
@@ -47,17 +50,24 @@ def group_layers(out_elems: list[int], flops: list[int], n_layers: int) -> tuple
         elems.append(out_elems[c])
         work.append(sum(flops[start:c + 1]))
         start = c + 1
-    return elems, work
+    return elems, work, cuts
 
 
 def task_types_from_models(models: list[str], layer_counts: list[int]) -> list[TaskType]:
-    """r_kj and l_kj of real models: data ratio after each layer (1 byte per element, as int8 features
-    against uint8 frames) and FLOPs of the first k layers per input byte (torch's FlopCounterMode)."""
+    return [t for t, _ in task_types_with_cuts(models, layer_counts)]
+
+
+def task_types_with_cuts(models: list[str], layer_counts: list[int]) -> list[tuple[TaskType, list[int]]]:
+    """Task types with the chain block each layer ends after.
+
+    r_kj and l_kj of real models: data ratio after each layer (1 byte per element, as int8 features
+    against uint8 frames) and FLOPs of the first k layers per input byte (torch's FlopCounterMode).
+    """
     import torch
 
     from workloads.split.partition import partition
 
-    types = []
+    types: list[tuple[TaskType, list[int]]] = []
     for m in models:
         md = MODELS.get(m)
         chain = partition(md.build(md.num_classes, 0, None), torch.zeros(1, *md.input_shape), m)
@@ -65,9 +75,9 @@ def task_types_from_models(models: list[str], layer_counts: list[int]) -> list[T
         fl = [i.flops for i in chain.info]
         in_elems = int(np.prod(md.input_shape))
         for n in layer_counts:
-            e, w = group_layers(elems, fl, n)
-            types.append(TaskType(f"{m}/{len(e)}", tuple(x / in_elems for x in e),
-                                  tuple(float(np.cumsum(w)[k]) / in_elems for k in range(len(w)))))
+            e, w, cuts = group_layers(elems, fl, n)
+            types.append((TaskType(f"{m}/{len(e)}", tuple(x / in_elems for x in e),
+                                   tuple(float(np.cumsum(w)[k]) / in_elems for k in range(len(w)))), cuts))
     return types
 
 

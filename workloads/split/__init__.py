@@ -116,12 +116,12 @@ class SplitRole:
         self.compression = params["compression"]
 
     def _forward(self, rt: Any, x: np.ndarray, hops: list[list[Any]], rid: int,
-                 compression: str | None = None) -> np.ndarray:
+                 compression: str | None = None, key: str | None = None) -> np.ndarray:
         """Send ``x`` along ``hops`` ([node, start, end], ...); returns the final output."""
         node, start, end = hops[0]
         mode = compression or self.compression
         payload, codec = encode(x, mode)
-        meta = dict(codec, role="split", start=start, end=end, hops=hops[1:], compression=mode)
+        meta = dict(codec, role="split", start=start, end=end, hops=hops[1:], compression=mode, key=key or self.key)
         reply = rt.request(node, "split", payload, meta, rid)
         assert reply.array is not None
         out: np.ndarray = reply.array
@@ -132,11 +132,12 @@ class SplitRole:
         rid = int(msg.meta.get("request_id", -1))
         x = decode(msg.array, msg.meta)
         start, end = int(msg.meta["start"]), int(msg.meta["end"])
+        key = str(msg.meta.get("key", self.key))  # several models may share a node (one chain each)
         if end > start:
-            x = rt.compute(self.key, x, rid, start, end)
+            x = rt.compute(key, x, rid, start, end)
         hops = msg.meta.get("hops") or []
         mode = msg.meta.get("compression")
-        return "result", (self._forward(rt, x, hops, rid, mode) if hops else x), {}
+        return "result", (self._forward(rt, x, hops, rid, mode, key) if hops else x), {}
 
     def infer_once(self, rt: Any, hops: list[list[Any]], x: np.ndarray, compression: str | None = None) -> np.ndarray:
         """One request with a given input; returns the model output (equivalence and compression checks)."""
@@ -146,17 +147,29 @@ class SplitRole:
         return self._forward(rt, x, hops[1:], -1, compression) if len(hops) > 1 else x
 
     def run_requests(self, rt: Any, hops: list[list[Any]], n: int, first_id: int, attrs: dict[str, Any],
-                     record: bool = True) -> int:
-        """Issue ``n`` requests; ``hops[0]`` is this device's own range."""
+                     record: bool = True, key: str | None = None, input_shape: list[int] | None = None,
+                     interval_ms: float = 0.0) -> int:
+        """Issue ``n`` requests; ``hops[0]`` is this device's own range.
+
+        ``interval_ms`` paces frames (a camera's frame period: a request starts every interval, or
+        right after the previous one when it took longer).
+        """
         _, _, c1 = hops[0]
+        key = key or self.key
+        shape = tuple(input_shape) if input_shape else self.shape
+        next_start = time.monotonic_ns()
         for i in range(n):
             rid = first_id + i if record else -1
-            x: np.ndarray = rt.rng.integers(0, 256, size=(1, *self.shape), dtype=np.uint8)
+            x: np.ndarray = rt.rng.integers(0, 256, size=(1, *shape), dtype=np.uint8)
+            if interval_ms:
+                while (wait := next_start - time.monotonic_ns()) > 0:
+                    time.sleep(wait / 1e9)
+                next_start += int(interval_ms * 1e6)
             t0 = time.monotonic_ns()
             if c1 > 0:
-                x = rt.compute(self.key, x, rid, 0, c1)
+                x = rt.compute(key, x, rid, 0, c1)
             if len(hops) > 1:
-                x = self._forward(rt, x, hops[1:], rid)
+                x = self._forward(rt, x, hops[1:], rid, key=key)
             t1 = time.monotonic_ns()
             if record:
                 rt.span("request", t0, t1, request_id=rid, target=hops[-1][0], **attrs)
