@@ -95,3 +95,19 @@ workload:
     assert s.loc["all_k1", "relay_p50_ms"] >= 5.0  # every frame really crossed the 5 ms backhaul
     pl = pd.read_parquet(out.path / "placements.parquet")
     assert set(pl.model) == {"small_cnn", "mobilenet_v2"} and (pl.planned_mbit > 0).all()
+
+
+def test_dnn_migration_workload_profiles_and_plans(tmp_path: Path, ray_local: None) -> None:
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(f"""
+name: mig
+topology: {ROOT / 'topologies/seed002_pair.yaml'}
+workload: {{name: dnn_migration, params: {{models: [small_cnn], profile_iters: 2}}}}
+""")
+    out = run_experiment(load_experiment(exp), tmp_path / "results")
+    s = out.summary.set_index("plan")
+    assert set(s.index) == {"direct", "ionn", "efficiency", "recursive"}
+    assert s.ordered_as_paper.all()
+    assert (s.cumulative_delay_ms_s > 0).all() and (s.final_query_ms <= s.client_only_ms + 1e-9).all()
+    curves = pd.read_parquet(out.path / "upload_curves.parquet")
+    assert (curves.groupby("plan").t_ms.min() == 0).all()

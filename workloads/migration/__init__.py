@@ -1,0 +1,150 @@
+"""Seed 002's DNN migration: partition-uploading plans compared on profiles measured on the testbed.
+
+The client (a device node) and the server (its nearest edge node) each profile the model's blocks
+under their caps; the uplink comes from the topology. Each plan's query latency over upload time
+(Fig. 5 of the seed) and its cumulative query delay up to a common horizon are computed from those.
+Executing the upload while a query thread runs on the testbed is the next step (issue 3).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
+
+from testbed.config.models import Tier
+from testbed.topology import Topology
+from testbed.transport import wire_bytes
+from testbed.workload import MODELS, WORKLOADS, StepResult, Workload
+from workloads.migration.uploading import PLANS, MigrationProfile, cumulative_delay, plan_recursive, query_ms
+
+PAPER = "Fig. 5 (AlexNet, VGG): total query delay during upload, recursive efficiency < IONN < direct upload"
+
+
+class MigrationParams(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    models: list[str] = Field(default_factory=lambda: ["alexnet", "vgg16"])
+    plans: list[str] = Field(default_factory=lambda: ["direct", "ionn", "efficiency", "recursive"])
+    horizon_factor: PositiveFloat = 1.2  # horizon = this x the longest plan's upload time
+    profile_iters: int = 3
+
+
+@WORKLOADS.register("dnn_migration")
+class DnnMigration(Workload):
+    Params = MigrationParams
+
+    @property
+    def p(self) -> MigrationParams:
+        assert isinstance(self.params, MigrationParams)
+        return self.params
+
+    def node_models(self, topology: Topology) -> dict[str, str | None]:
+        d = topology.by_tier(Tier.DEVICE)[0]
+        e = topology.nearest(d, Tier.EDGE)
+        return {n: (self.p.models[0] if n in (d, e) else None) for n in topology.nodes}
+
+    def setup(self, tb: Any) -> None:
+        topo: Topology = tb.topology
+        self.client = topo.by_tier(Tier.DEVICE)[0]
+        self.server = topo.nearest(self.client, Tier.EDGE)
+        self.i = 0
+        self.rows: list[dict[str, Any]] = []
+        self.curves: list[dict[str, Any]] = []
+        self.tb = tb
+
+    def _profile(self, tb: Any, model: str) -> MigrationProfile:
+        topo: Topology = tb.topology
+        infos = tb.load_chain(self.client, model, model)
+        tb.load_chain(self.server, model, model)
+        plans = tb.plans()
+        ms = {}
+        for n in (self.client, self.server):
+            cpu = tb.profile_blocks(n, model, self.p.profile_iters)["cpu_ms"]
+            plan = plans[n]
+            from testbed.calibration import CalibrationStore, class_target_ms
+
+            target = None
+            if not plan.host_speed:
+                target, _ = class_target_ms(CalibrationStore.load(), topo.nodes[n].hardware, model)
+            ms[n] = tuple(c * (target / sum(cpu) if target else 1.0) for c in cpu)
+        up, down = topo.path(self.client, self.server), topo.path(self.server, self.client)
+
+        def per_byte(rate_mbit: float) -> float:
+            return 8 / (rate_mbit * 1e3) * wire_bytes(1 << 20) / (1 << 20)
+
+        frame = int(np.prod(MODELS.get(model).input_shape))
+        return MigrationProfile(ms[self.client], ms[self.server], tuple([frame] + [b["out_bytes"] for b in infos]),
+                                tuple(b["param_bytes"] * per_byte(up.rate_mbit) for b in infos),
+                                per_byte(up.rate_mbit), per_byte(down.rate_mbit), up.delay_ms)
+
+    def total_steps(self) -> int:
+        return len(self.p.models)
+
+    def step(self, tb: Any) -> StepResult:
+        model = self.p.models[self.i]
+        prof = self._profile(tb, model)
+        plans = {name: PLANS[name](prof) for name in self.p.plans if name != "recursive"}
+        upload = {name: sum(sum(prof.upload_ms[a:b]) + prof.delay_ms for a, b in pl) for name, pl in plans.items()}
+        horizon = self.p.horizon_factor * max([*upload.values(), 1.0])
+        if "recursive" in self.p.plans:
+            plans["recursive"] = plan_recursive(prof, horizon)
+            upload["recursive"] = sum(sum(prof.upload_ms[a:b]) + prof.delay_ms for a, b in plans["recursive"])
+        for name, pl in plans.items():
+            t, uploaded = 0.0, frozenset[int]()
+            self.curves.append({"model": model, "plan": name, "t_ms": 0.0, "query_ms": query_ms(prof, uploaded)})
+            for a, b in pl:
+                t += sum(prof.upload_ms[a:b]) + prof.delay_ms
+                uploaded = uploaded | frozenset(range(a, b))
+                self.curves.append({"model": model, "plan": name, "t_ms": t, "query_ms": query_ms(prof, uploaded)})
+            self.rows.append({"model": model, "plan": name, "partitions": len(pl),
+                              "uploaded_mb": sum(sum(prof.upload_ms[a:b]) for a, b in pl) / prof.up_ms_per_byte / 1e6,
+                              "upload_s": upload[name] / 1e3, "client_only_ms": query_ms(prof, frozenset()),
+                              "final_query_ms": query_ms(prof, frozenset(range(prof.n))),
+                              "cumulative_delay_ms_s": cumulative_delay(prof, pl, horizon) / 1e3,
+                              "horizon_s": horizon / 1e3, "plan_ranges": str(pl[:12])})
+        self.i += 1
+        return StepResult(progress=1, done=self.i >= len(self.p.models), info={"label": model})
+
+    def artifacts(self) -> dict[str, pd.DataFrame]:
+        return {"upload_curves": pd.DataFrame(self.curves), "upload_plans": pd.DataFrame(self.rows)}
+
+    def summarize(self, spans: pd.DataFrame) -> pd.DataFrame:
+        df = pd.DataFrame(self.rows)
+        if df.empty:
+            return df
+        order = {"recursive": 0, "efficiency": 1, "ionn": 2, "direct": 3}
+        checks = []
+        for _, g in df.groupby("model"):
+            g = g.sort_values("plan", key=lambda s: s.map(order))
+            v = g.cumulative_delay_ms_s.to_list()
+            checks += [all(a <= b * (1 + 1e-9) for a, b in zip(v, v[1:], strict=False))] * len(g)
+        df = df.sort_values(["model", "plan"], key=lambda s: s.map(order) if s.name == "plan" else s)
+        df["ordered_as_paper"] = checks
+        df["paper"] = PAPER
+        return df.drop(columns=["plan_ranges"])
+
+    @classmethod
+    def figures(cls, run: Any) -> list[tuple[str, Any]]:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        f = run.path / "upload_curves.parquet"
+        if not f.exists():
+            return []
+        c = pd.read_parquet(f)
+        models = list(dict.fromkeys(c.model))
+        fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 4), squeeze=False)
+        for ax, m in zip(axes[0], models, strict=True):
+            for plan, g in c[c.model == m].groupby("plan"):
+                ax.step(g.t_ms / 1e3, g.query_ms, where="post", label=plan)
+            ax.set_title(m)
+            ax.set_xlabel("upload time (s)")
+            ax.set_ylabel("query latency (ms)")
+            ax.legend()
+            ax.grid(alpha=0.3)
+        return [("Seed 002 Fig. 5: query latency while the partitions upload. Paper: " + PAPER, fig)]
