@@ -45,8 +45,12 @@ class ComputeActor:
             self.models[key] = md.build(md.num_classes, seed, weights_path)
         return key
 
-    def load_chain(self, key: str, model_name: str, seed: int, weights_path: str | None = None) -> list[dict[str, Any]]:
-        """Load a model cut into blocks (torch.fx); returns the blocks' static facts."""
+    def load_chain(self, key: str, model_name: str, seed: int, weights_path: str | None = None,
+                   fresh: bool = False) -> list[dict[str, Any]]:
+        """Load a model cut into blocks (torch.fx); returns the blocks' static facts.
+
+        ``fresh`` rebuilds it (with ``seed``'s random weights) even if ``key`` is loaded.
+        """
         import dataclasses
 
         import torch
@@ -55,10 +59,39 @@ class ComputeActor:
         from workloads.split.partition import partition
 
         md = MODELS.get(model_name)
+        if fresh:
+            self.models.pop(key, None)
+            self.chains.pop(key, None)
         if key not in self.chains:
             self.load(key, model_name, seed, weights_path)
             self.chains[key] = partition(self.models[key], torch.zeros(1, *md.input_shape), model_name)
         return [dataclasses.asdict(i) for i in self.chains[key].info]
+
+    def block_state(self, key: str, start: int, end: int) -> tuple[np.ndarray, list[list[Any]]]:
+        """The weights and buffers of blocks ``start..end-1`` as one flat float32 array and its layout."""
+        flat, spec = [], []
+        for i in range(start, end):
+            for name, t in self.chains[key].blocks[i].state_dict().items():
+                a = t.detach().cpu().numpy()
+                spec.append([i, name, list(a.shape), a.dtype.str])
+                flat.append(a.astype(np.float32).ravel())
+        out = np.concatenate(flat) if flat else np.zeros(0, np.float32)
+        return out, spec
+
+    def load_block_state(self, key: str, flat: np.ndarray, spec: list[list[Any]]) -> int:
+        """Load weights received from another node into this chain's blocks; returns the bytes loaded."""
+        import torch
+
+        off = 0
+        per_block: dict[int, dict[str, Any]] = {}
+        for i, name, shape, dtype in spec:
+            n = int(np.prod(shape)) if shape else 1
+            per_block.setdefault(int(i), {})[name] = torch.from_numpy(
+                flat[off:off + n].astype(np.dtype(dtype)).reshape(shape))
+            off += n
+        for i, sd in per_block.items():
+            self.chains[key].blocks[i].load_state_dict(sd, strict=True)
+        return int(flat.nbytes)
 
     def profile_blocks(self, key: str, iters: int) -> dict[str, list[float]]:
         """Median thread-CPU and wall ms of each block of chain ``key`` (one thread, this process's caps)."""

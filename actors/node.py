@@ -36,6 +36,7 @@ class NodeActor:
             # each node its own stream, whichever actor hosts it: seed + a stable hash of the name
             self.runtimes[name] = NodeRuntime(name, n["tier"], n["hardware"], n["netns"], n["address"], run_id,
                                               seed + zlib.crc32(name.encode()), call, n["tx_energy"], self.spans)
+            self.runtimes[name].compute_actor = compute  # for roles that manage model state (weights)
         self._stop = threading.Event()
         self._compute_pid: int | None = None
         self._cgroup: Any = None

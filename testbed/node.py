@@ -40,6 +40,7 @@ class NodeRuntime:
         self.roles: dict[str, Any] = {}
         self.phase = ""
         self.endpoint = Endpoint(name, address, netns, handler=self._on_message, seed=seed)
+        self.compute_actor: Any = None  # the Ray handle of the capped compute process, set by the host actor
 
     def span(self, kind: str, start_ns: int, end_ns: int, **kw: Any) -> None:
         kw.setdefault("phase", self.phase)

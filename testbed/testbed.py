@@ -386,13 +386,22 @@ class Testbed:
 
         ray.get(self.node_group[node].compute_actor.load.remote(key, model, self.seed, weights_path))
 
-    def load_chain(self, node: str, key: str, model: str, weights_path: str | None = None) -> list[dict[str, Any]]:
-        """Load ``model`` cut into blocks on ``node``'s compute process; returns the blocks' facts."""
+    def load_chain(self, node: str, key: str, model: str, weights_path: str | None = None,
+                   seed: int | None = None, fresh: bool = False) -> list[dict[str, Any]]:
+        """Load ``model`` cut into blocks on ``node``'s compute process; returns the blocks' facts.
+
+        ``seed`` overrides the run's seed for the random weights (e.g. a server that must receive the
+        real weights over the network); ``fresh`` rebuilds an already loaded chain.
+        """
         import ray
 
-        out: list[dict[str, Any]] = ray.get(
-            self.node_group[node].compute_actor.load_chain.remote(key, model, self.seed, weights_path))
+        out: list[dict[str, Any]] = ray.get(self.node_group[node].compute_actor.load_chain.remote(
+            key, model, self.seed if seed is None else seed, weights_path, fresh))
         return out
+
+    def compute_actor(self, node: str) -> Any:
+        """The Ray handle of ``node``'s compute process (for roles that manage model state)."""
+        return self.node_group[node].compute_actor
 
     def profile_blocks(self, node: str, key: str, iters: int = 5) -> dict[str, list[float]]:
         """Per-block median thread-CPU and wall ms of chain ``key`` in ``node``'s compute process."""

@@ -8,6 +8,8 @@ Executing the upload while a query thread runs on the testbed is the next step (
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from typing import Any
 
 import numpy as np
@@ -16,11 +18,95 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
 
 from testbed.config.models import Tier
 from testbed.topology import Topology
-from testbed.transport import wire_bytes
-from testbed.workload import MODELS, WORKLOADS, StepResult, Workload
-from workloads.migration.uploading import PLANS, MigrationProfile, cumulative_delay, plan_recursive, query_ms
+from testbed.transport import Message, wire_bytes
+from testbed.workload import MODELS, ROLES, WORKLOADS, StepResult, Workload
+from workloads.migration.uploading import (
+    PLANS,
+    MigrationProfile,
+    cumulative_delay,
+    plan_recursive,
+    query_ms,
+    query_plan,
+)
+from workloads.split import SplitRole
 
 PAPER = "Fig. 5 (AlexNet, VGG): total query delay during upload, recursive efficiency < IONN < direct upload"
+
+
+@ROLES.register("migration")
+class MigrationRole:
+    """Upload thread and query thread on the client; weight loading (with a CR reply) on the server."""
+
+    def __init__(self, rt: Any, params: dict[str, Any]) -> None:
+        self.split = SplitRole(rt, {"key": params["key"], "input_shape": params["input_shape"], "compression": "none"})
+        self.key = params["key"]
+
+    def on_message(self, rt: Any, msg: Message) -> tuple[str, np.ndarray | None, dict[str, Any]]:
+        import ray
+
+        assert msg.array is not None
+        loaded = ray.get(rt.compute_actor.load_block_state.remote(msg.meta["key"], msg.array, msg.meta["spec"]))
+        return "cr", None, {"bytes": loaded}
+
+    def _hops(self, rt: Any, server: str, n: int, on_server: set[int]) -> list[list[Any]]:
+        hops: list[list[Any]] = [[rt.name, 0, 0]]
+        for k in range(n):
+            node = server if k in on_server else rt.name
+            if hops[-1][0] == node and hops[-1][2] == k:
+                hops[-1][2] = k + 1
+            else:
+                hops.append([node, k, k + 1])
+        return hops
+
+    def upload_and_query(self, rt: Any, server: str, plan: list[list[int]], profile: dict[str, Any],
+                         horizon_ms: float, label: str) -> dict[str, Any]:
+        """Upload ``plan``'s partitions to ``server`` while querying back to back until ``horizon_ms``."""
+        import threading
+
+        import ray
+
+        kw: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in profile.items()}
+        prof = MigrationProfile(**kw)
+        uploaded: set[int] = set()
+        lock = threading.Lock()
+        t0 = time.monotonic_ns()
+        done: dict[str, float] = {}
+
+        def uploader() -> None:
+            for a, b in plan:
+                flat, spec = ray.get(rt.compute_actor.block_state.remote(self.key, a, b))
+                s = time.monotonic_ns()
+                rt.request(server, "weights", flat, {"role": "migration", "key": self.key, "spec": spec}, -1)
+                e = time.monotonic_ns()
+                rt.span("upload", s, e, nbytes=int(flat.nbytes), src=rt.name, dst=server, partition=[a, b],
+                        t_rel_ms=(e - t0) / 1e6, plan=label)
+                with lock:
+                    uploaded.update(range(a, b))
+            done["upload_ms"] = (time.monotonic_ns() - t0) / 1e6
+
+        th = threading.Thread(target=uploader, name="tb-upload", daemon=True)
+        th.start()
+        q = 0
+        while (time.monotonic_ns() - t0) / 1e6 < horizon_ms or th.is_alive():
+            with lock:
+                now_up = frozenset(uploaded)
+            pred, on_server = query_plan(prof, now_up)
+            hops = self._hops(rt, server, prof.n, set(on_server))
+            x = rt.rng.integers(0, 256, size=(1, *self.split.shape), dtype=np.uint8)
+            s = time.monotonic_ns()
+            self.split.infer_once(rt, hops, x)
+            e = time.monotonic_ns()
+            rt.span("request", s, e, request_id=q, t_rel_ms=(s - t0) / 1e6, uploaded_blocks=len(now_up),
+                    server_blocks=len(on_server), predicted_ms=pred, plan=label)
+            q += 1
+        th.join()
+        # exactness once everything is there: all on the server vs all on the client
+        x = rt.rng.integers(0, 256, size=(1, *self.split.shape), dtype=np.uint8)
+        local = self.split.infer_once(rt, [[rt.name, 0, prof.n]], x)
+        remote = self.split.infer_once(rt, [[rt.name, 0, 0], [server, 0, prof.n]], x)
+        full = set(range(prof.n)) <= set().union(*[set(range(a, b)) for a, b in plan]) if plan else False
+        return {"queries": q, "upload_ms": done.get("upload_ms", 0.0),
+                "max_abs_diff_all_uploaded": float(np.abs(local - remote).max()) if full else float("nan")}
 
 
 class MigrationParams(BaseModel):
@@ -30,6 +116,7 @@ class MigrationParams(BaseModel):
     plans: list[str] = Field(default_factory=lambda: ["direct", "ionn", "efficiency", "recursive"])
     horizon_factor: PositiveFloat = 1.2  # horizon = this x the longest plan's upload time
     profile_iters: int = 3
+    execute: bool = False  # really upload the weights over the shaped link while a query thread runs
 
 
 @WORKLOADS.register("dnn_migration")
@@ -105,8 +192,25 @@ class DnnMigration(Workload):
                               "final_query_ms": query_ms(prof, frozenset(range(prof.n))),
                               "cumulative_delay_ms_s": cumulative_delay(prof, pl, horizon) / 1e3,
                               "horizon_s": horizon / 1e3, "plan_ranges": str(pl[:12])})
+            if self.p.execute:
+                self.rows[-1].update(self._execute(tb, model, name, pl, prof, horizon))
         self.i += 1
         return StepResult(progress=1, done=self.i >= len(self.p.models), info={"label": model})
+
+    def _execute(self, tb: Any, model: str, plan_name: str, plan: list[tuple[int, int]], prof: MigrationProfile,
+                 horizon: float) -> dict[str, Any]:
+        """Upload for real while the client's query thread runs; the server starts from wrong weights."""
+        tb.load_chain(self.server, model, model, seed=self.seed + 7919, fresh=True)
+        shape = list(MODELS.get(model).input_shape)
+        for n in (self.client, self.server):
+            for role in ("migration", "split"):
+                tb.add_role(n, role, {"key": model, "input_shape": shape, "compression": "none"})
+        label = f"{model}/{plan_name}"
+        tb.set_phase(label)
+        res = tb.call(self.client, "migration", "upload_and_query", timeout=3600, server=self.server,
+                      plan=[list(r) for r in plan], profile=dataclasses.asdict(prof), horizon_ms=horizon, label=label)
+        return {"measured_upload_s": res["upload_ms"] / 1e3, "measured_queries": res["queries"],
+                "max_abs_diff_all_uploaded": res["max_abs_diff_all_uploaded"]}
 
     def artifacts(self) -> dict[str, pd.DataFrame]:
         return {"upload_curves": pd.DataFrame(self.curves), "upload_plans": pd.DataFrame(self.rows)}
@@ -123,6 +227,16 @@ class DnnMigration(Workload):
             checks += [all(a <= b * (1 + 1e-9) for a, b in zip(v, v[1:], strict=False))] * len(g)
         df = df.sort_values(["model", "plan"], key=lambda s: s.map(order) if s.name == "plan" else s)
         df["ordered_as_paper"] = checks
+        req = spans[spans.kind == "request"] if not spans.empty else spans
+        if self.p.execute and not req.empty:
+            # measured cumulative delay: back-to-back queries, each holding its latency for its duration
+            area = {}
+            for (phase, _), g in req.groupby(["phase", "node"]):
+                h = float(df[df.model == str(phase).split("/")[0]].horizon_s.iloc[0]) * 1e3
+                start = (g.start_ns - g.start_ns.min()) / 1e6
+                dur = g.duration_ms.where(start + g.duration_ms <= h, (h - start).clip(lower=0))
+                area[phase] = float((g.duration_ms * dur).sum()) / 1e3
+            df["measured_cumulative_delay_ms_s"] = (df.model + "/" + df.plan).map(area)
         df["paper"] = PAPER
         return df.drop(columns=["plan_ranges"])
 
