@@ -65,9 +65,14 @@ class NodeRuntime:
         return self.tx_energy.get(f"{src}>{dst}", 0.0) * nbytes * 8 / 1e6
 
     def request(self, dst: str, kind: str, array: np.ndarray | None, meta: dict[str, Any],
-                request_id: int) -> Message:
-        """Send a request and wait for the reply; records the downlink transfer span of the reply."""
-        reply = self.endpoint.request(dst, kind, array, dict(meta, request_id=request_id, phase=self.phase))
+                request_id: int, channel: str = "data", timeout: float = 120.0) -> Message:
+        """Send a request and wait for the reply; records the downlink transfer span of the reply.
+
+        ``channel="bulk"`` sends on a connection of its own (e.g. model weights), so it shares the
+        link with request traffic instead of blocking it.
+        """
+        reply = self.endpoint.request(dst, kind, array, dict(meta, request_id=request_id, phase=self.phase),
+                                      timeout, channel)
         self.span("transfer", reply.send_ns, reply.release_ns, request_id=request_id, nbytes=reply.payload_bytes,
                   src=reply.src, dst=self.name, held_ms=reply.added_delay_ns / 1e6,
                   energy_j=self.tx_energy_j(reply.src, self.name, reply.payload_bytes))

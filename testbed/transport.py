@@ -154,15 +154,17 @@ class Endpoint:
         self.buckets: dict[str, TokenBucket] = {}
         self.rng = np.random.default_rng(seed)
         self._rng_lock = threading.Lock()
-        self._conns: dict[str, socket.socket] = {}
-        self._conn_locks: dict[str, threading.Lock] = {}
+        # one TCP connection per (peer, channel): a bulk transfer on its own channel (model weights) shares
+        # the link with queries instead of holding them behind it (head-of-line blocking)
+        self._conns: dict[tuple[str, str], socket.socket] = {}
+        self._conn_locks: dict[tuple[str, str], threading.Lock] = {}
         self._conns_lock = threading.Lock()
         self._heap: list[tuple[int, int, Message]] = []
         self._heap_cv = threading.Condition()
         self._seq = itertools.count()
         self._pending: dict[int, Future[Message]] = {}
         self._corr = itertools.count(1)
-        self._last_release: dict[str, int] = {}
+        self._last_release: dict[tuple[str, str], int] = {}
         self._pool = ThreadPoolExecutor(max_workers=handler_threads, thread_name_prefix=f"tb-{node}-h")
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -214,10 +216,11 @@ class Endpoint:
             self.buckets.pop(peer, None)
 
     # -- sending --------------------------------------------------------------------------
-    def _conn(self, dst: str) -> tuple[socket.socket, threading.Lock]:
+    def _conn(self, dst: str, channel: str = "data") -> tuple[socket.socket, threading.Lock]:
+        key = (dst, channel)
         with self._conns_lock:
-            if dst in self._conns:
-                return self._conns[dst], self._conn_locks[dst]
+            if key in self._conns:
+                return self._conns[key], self._conn_locks[key]
             addr = self.peers.get(dst)
             if addr is None:
                 raise KeyError(f"{self.node}: no route to unknown peer {dst!r}")
@@ -225,21 +228,30 @@ class Endpoint:
             try:
                 s.bind((self.address, 0))  # fail closed outside our namespace
                 s.connect(addr)
-                s.sendall(json.dumps({"hello": self.node}).encode().ljust(128))
+                s.sendall(json.dumps({"hello": self.node, "channel": channel}).encode().ljust(128))
             except OSError:
                 s.close()
                 raise
-            self._conns[dst] = s
-            self._conn_locks[dst] = threading.Lock()
-            t = threading.Thread(target=self._rx_loop, args=(s, dst), name=f"tb-{self.node}-rx-{dst}", daemon=True)
+            self._conns[key] = s
+            self._conn_locks[key] = threading.Lock()
+            t = threading.Thread(target=self._rx_loop, args=(s, dst, channel), name=f"tb-{self.node}-rx-{dst}",
+                                 daemon=True)
             t.start()
             self._threads.append(t)
-            return s, self._conn_locks[dst]
+            return s, self._conn_locks[key]
 
-    def send(self, dst: str, kind: str, array: np.ndarray | None = None, meta: dict[str, Any] | None = None) -> int:
-        """Send one message; returns the payload bytes (meta + array) that crossed the link."""
-        mb, view, nbytes = _encode(kind, self.node, dst, meta or {}, array)
-        sock, lock = self._conn(dst)
+    def send(self, dst: str, kind: str, array: np.ndarray | None = None, meta: dict[str, Any] | None = None,
+             channel: str = "data") -> int:
+        """Send one message; returns the payload bytes (meta + array) that crossed the link.
+
+        Messages on one ``channel`` keep their order; different channels travel on separate
+        connections that share the emulated link (and its rate limit).
+        """
+        m = dict(meta or {})
+        if channel != "data":
+            m["ch"] = channel
+        mb, view, nbytes = _encode(kind, self.node, dst, m, array)
+        sock, lock = self._conn(dst, channel)
         total = _HDR_SIZE + len(mb) + nbytes
         bucket = self.buckets.get(dst)
         with lock:
@@ -267,13 +279,13 @@ class Endpoint:
             sock.sendall(part)
 
     def request(self, dst: str, kind: str, array: np.ndarray | None = None, meta: dict[str, Any] | None = None,
-                timeout: float = 120.0) -> Message:
+                timeout: float = 120.0, channel: str = "data") -> Message:
         """Send and wait for the reply."""
         corr = next(self._corr)
         fut: Future[Message] = Future()
         self._pending[corr] = fut
         try:
-            self.send(dst, kind, array, dict(meta or {}, corr=corr))
+            self.send(dst, kind, array, dict(meta or {}, corr=corr), channel)
             return fut.result(timeout)
         finally:
             self._pending.pop(corr, None)
@@ -292,7 +304,8 @@ class Endpoint:
                 c.settimeout(5.0)  # a silent or garbled client must not stall the listener
                 if not _recv_exact(c, memoryview(hello)):
                     raise ValueError("closed before hello")
-                peer = str(json.loads(bytes(hello).strip())["hello"])
+                hello_msg = json.loads(bytes(hello).strip())
+                peer, channel = str(hello_msg["hello"]), str(hello_msg.get("channel", "data"))
                 c.settimeout(None)
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 logger.warning("%s: dropped a connection without a valid hello: %s", self.node, exc)
@@ -301,9 +314,10 @@ class Endpoint:
             self._accepted.append(c)
             with self._conns_lock:
                 # replies go back over the connection the peer opened
-                self._conns.setdefault(peer, c)
-                self._conn_locks.setdefault(peer, threading.Lock())
-            t = threading.Thread(target=self._rx_loop, args=(c, peer), name=f"tb-{self.node}-rx-{peer}", daemon=True)
+                self._conns.setdefault((peer, channel), c)
+                self._conn_locks.setdefault((peer, channel), threading.Lock())
+            t = threading.Thread(target=self._rx_loop, args=(c, peer, channel), name=f"tb-{self.node}-rx-{peer}",
+                                 daemon=True)
             t.start()
             self._threads.append(t)
 
@@ -324,7 +338,7 @@ class Endpoint:
                     d += (lost.sum() - tail) * rtt + tail * max(200.0, 2 * rtt)
         return int(d * 1e6)
 
-    def _rx_loop(self, sock: socket.socket, peer: str) -> None:
+    def _rx_loop(self, sock: socket.socket, peer: str, channel: str = "data") -> None:
         hdr = bytearray(_HDR_SIZE)
         while not self._stop.is_set():
             try:
@@ -351,8 +365,8 @@ class Endpoint:
             with self._count_lock:
                 self.recv_bytes[peer] = self.recv_bytes.get(peer, 0) + total
             hold = self._hold_ns(peer, total)
-            release = max(arrival + hold, self._last_release.get(peer, 0))  # TCP keeps order
-            self._last_release[peer] = release
+            release = max(arrival + hold, self._last_release.get((peer, channel), 0))  # TCP keeps order
+            self._last_release[(peer, channel)] = release
             msg = Message(meta.pop("src", peer), meta.pop("dst", self.node), meta.pop("kind", ""), meta, arr, total,
                           send_ns, arrival, release, release - arrival)
             if hold == 0 and release <= arrival:
@@ -399,13 +413,15 @@ class Endpoint:
             out = self.handler(msg) if self.handler else None
             if out is not None and "corr" in msg.meta:
                 kind, arr, meta = out
-                self.send(msg.src, kind, arr, dict(meta or {}, corr=msg.meta["corr"], reply=True))
+                self.send(msg.src, kind, arr, dict(meta or {}, corr=msg.meta["corr"], reply=True),
+                          str(msg.meta.get("ch", "data")))
         except Exception:
             logger.exception("%s: handler failed on %s from %s", self.node, msg.kind, msg.src)
             if "corr" in msg.meta:
                 try:
                     self.send(msg.src, "error", None,
-                              {"corr": msg.meta["corr"], "reply": True, "error": "handler failed"})
+                              {"corr": msg.meta["corr"], "reply": True, "error": "handler failed"},
+                              str(msg.meta.get("ch", "data")))
                 except OSError:
                     pass
 

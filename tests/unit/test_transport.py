@@ -138,3 +138,31 @@ def test_userspace_paces_each_direction_at_its_own_rate() -> None:
     assert net.tx_rate("dev", "cloud") == 20.0  # bottleneck of the two hops
     assert net.path_model("edge", "dev").delay_ms == 5.0
     net.ledger.close()
+
+
+def test_bulk_channel_does_not_hold_back_requests() -> None:
+    def handler(m: Message) -> tuple[str, None, dict[str, object]]:
+        return "ok", None, {}
+
+    a = Endpoint("a", "127.0.0.1", None, seed=1)
+    b = Endpoint("b", "127.0.0.1", None, handler=handler, seed=2)
+    pa, pb = a.start(), b.start()
+    a.set_peers({"b": ("127.0.0.1", pb)}, {"b": PathModel()}, {"b": 20.0})  # 20 Mbit/s, shared by both channels
+    b.set_peers({"a": ("127.0.0.1", pa)}, {"a": PathModel()})
+    try:
+        import threading
+
+        big = np.zeros(2_500_000, dtype=np.uint8)  # ~1 s at 20 Mbit/s
+        t = threading.Thread(target=lambda: a.request("b", "weights", big, {}, timeout=30, channel="bulk"))
+        t0 = time.monotonic()
+        t.start()
+        time.sleep(0.1)
+        r0 = time.monotonic()
+        assert a.request("b", "query", np.zeros(1000, dtype=np.uint8), {}, timeout=10).kind == "ok"
+        query_s = time.monotonic() - r0
+        t.join()
+        bulk_s = time.monotonic() - t0
+        assert bulk_s > 0.9 and query_s < 0.3, (bulk_s, query_s)
+    finally:
+        a.close()
+        b.close()

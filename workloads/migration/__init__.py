@@ -76,7 +76,8 @@ class MigrationRole:
             for a, b in plan:
                 flat, spec = ray.get(rt.compute_actor.block_state.remote(self.key, a, b))
                 s = time.monotonic_ns()
-                rt.request(server, "weights", flat, {"role": "migration", "key": self.key, "spec": spec}, -1)
+                rt.request(server, "weights", flat, {"role": "migration", "key": self.key, "spec": spec}, -1,
+                           channel="bulk", timeout=3600.0)
                 e = time.monotonic_ns()
                 rt.span("upload", s, e, nbytes=int(flat.nbytes), src=rt.name, dst=server, partition=[a, b],
                         t_rel_ms=(e - t0) / 1e6, plan=label)
