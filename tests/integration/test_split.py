@@ -102,7 +102,7 @@ def test_dnn_migration_workload_profiles_and_plans(tmp_path: Path, ray_local: No
     exp.write_text(f"""
 name: mig
 topology: {ROOT / 'topologies/seed002_pair.yaml'}
-workload: {{name: dnn_migration, params: {{models: [small_cnn], profile_iters: 2}}}}
+workload: {{name: dnn_migration, params: {{models: [small_cnn], profile_iters: 2, offloading_reps: 2}}}}
 """)
     out = run_experiment(load_experiment(exp), tmp_path / "results")
     s = out.summary.set_index("plan")
@@ -111,6 +111,8 @@ workload: {{name: dnn_migration, params: {{models: [small_cnn], profile_iters: 2
     assert (s.cumulative_delay_ms_s > 0).all() and (s.final_query_ms <= s.client_only_ms + 1e-9).all()
     curves = pd.read_parquet(out.path / "upload_curves.parquet")
     assert (curves.groupby("plan").t_ms.min() == 0).all()
+    off = pd.read_parquet(out.path / "offloading.parquet").groupby("algorithm").total_latency_ms.mean()
+    assert set(off.index) == {"pso", "greedy", "random"} and off["pso"] <= off["random"]
 
 
 def test_upload_while_query_runs_on_what_has_arrived(tmp_path: Path, ray_local: None) -> None:

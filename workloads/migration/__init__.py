@@ -120,6 +120,7 @@ class MigrationParams(BaseModel):
     horizon_factor: PositiveFloat = 1.2  # horizon = this x the longest plan's upload time
     profile_iters: int = 3
     execute: bool = False  # really upload the weights over the shaped link while a query thread runs
+    offloading_reps: int = Field(0, ge=0)  # > 0: PSO vs greedy vs random partition-offloading, 12-node setting
 
 
 @WORKLOADS.register("dnn_migration")
@@ -198,7 +199,25 @@ class DnnMigration(Workload):
             if self.p.execute:
                 self.rows[-1].update(self._execute(tb, model, name, pl, prof, horizon))
         self.i += 1
+        if self.i >= len(self.p.models) and self.p.offloading_reps:
+            self._offloading(tb)
         return StepResult(progress=1, done=self.i >= len(self.p.models), info={"label": model})
+
+    def _offloading(self, tb: Any) -> None:
+        """Seed 002's partition-offloading: two clients (the first two models) in the 12-node setting."""
+        from workloads.migration.offloading import greedy, pso, random_plan, seed002_env
+
+        frame = {m: int(np.prod(MODELS.get(m).input_shape)) for m in self.p.models}
+        chains = {m: tb.load_chain(self.client, m, m) for m in self.p.models}
+        models = [(tuple(float(b["flops"]) for b in chains[m]), tuple([frame[m]] + [b["out_bytes"] for b in chains[m]]))
+                  for m in (self.p.models * 2)[:2]]
+        rng = np.random.default_rng(self.seed)
+        self.offload_rows: list[dict[str, Any]] = []
+        for rep in range(self.p.offloading_reps):
+            env = seed002_env(models, rng)
+            for name, plan in (("pso", pso(env, rng)), ("greedy", greedy(env)), ("random", random_plan(env, rng))):
+                self.offload_rows.append({"rep": rep, "algorithm": name, "total_latency_ms": env.latency(plan) * 1e3,
+                                          "plan": str(plan)})
 
     def _execute(self, tb: Any, model: str, plan_name: str, plan: list[tuple[int, int]], prof: MigrationProfile,
                  horizon: float) -> dict[str, Any]:
@@ -216,7 +235,8 @@ class DnnMigration(Workload):
                 "max_abs_diff_all_uploaded": res["max_abs_diff_all_uploaded"]}
 
     def artifacts(self) -> dict[str, pd.DataFrame]:
-        return {"upload_curves": pd.DataFrame(self.curves), "upload_plans": pd.DataFrame(self.rows)}
+        return {"upload_curves": pd.DataFrame(self.curves), "upload_plans": pd.DataFrame(self.rows),
+                "offloading": pd.DataFrame(getattr(self, "offload_rows", []))}
 
     def summarize(self, spans: pd.DataFrame) -> pd.DataFrame:
         df = pd.DataFrame(self.rows)
@@ -250,9 +270,18 @@ class DnnMigration(Workload):
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
+        out: list[tuple[str, Any]] = []
+        off = run.path / "offloading.parquet"
+        if off.exists():
+            o = pd.read_parquet(off).groupby("algorithm").total_latency_ms.agg(["mean", "std"])
+            fig, ax = plt.subplots(figsize=(5, 3.5))
+            ax.bar(o.index, o["mean"], yerr=o["std"])
+            ax.set_ylabel("sum of query latencies (ms)")
+            out.append(("Seed 002 partition-offloading, 2 clients, 5 edge + 5 cloud servers: PSO vs greedy vs random",
+                        fig))
         f = run.path / "upload_curves.parquet"
         if not f.exists():
-            return []
+            return out
         c = pd.read_parquet(f)
         models = list(dict.fromkeys(c.model))
         fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 4), squeeze=False)
@@ -264,4 +293,4 @@ class DnnMigration(Workload):
             ax.set_ylabel("query latency (ms)")
             ax.legend()
             ax.grid(alpha=0.3)
-        return [("Seed 002 Fig. 5: query latency while the partitions upload. Paper: " + PAPER, fig)]
+        return [*out, ("Seed 002 Fig. 5: query latency while the partitions upload. Paper: " + PAPER, fig)]
