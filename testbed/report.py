@@ -23,52 +23,13 @@ def _png(fig: Any) -> str:
     return f'<img src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}"/>'
 
 
-def _split_plots(summary: pd.DataFrame) -> list[tuple[str, str]]:
-    """Plots for split-inference runs: chosen cut vs uplink rate, predicted vs measured latency."""
-    import matplotlib.pyplot as plt
-
-    need = {"c1", "c2", "predicted_ms", "measured_p50_ms", "planner", "uplink_mbit"}
-    if summary.empty or not need <= set(summary.columns):
-        return []
-    out = []
-    sweep = summary.dropna(subset=["uplink_mbit"])
-    if sweep.uplink_mbit.nunique() > 1:
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-        for (planner, dev), g in sweep.groupby(["planner", "device"]):
-            g = g.sort_values("uplink_mbit")
-            axes[0].plot(g.uplink_mbit, g.c1, marker="o", label=f"{planner} ({dev})")
-            axes[1].plot(g.uplink_mbit, g.measured_p50_ms, marker="o", label=f"{planner} ({dev})")
-        for ax in axes:
-            ax.set_xscale("log")
-            ax.set_xlabel("device uplink (Mbit/s)")
-            ax.grid(alpha=0.3)
-        axes[0].set_ylabel("cut c1: blocks run on the device")
-        axes[1].set_ylabel("measured median latency (ms)")
-        axes[1].set_yscale("log")
-        axes[0].legend(fontsize=7)
-        out.append(("Chosen cut and latency against the uplink rate", _png(fig)))
-    fig, ax = plt.subplots(figsize=(5.5, 5))
-    ax.scatter(summary.measured_p50_ms, summary.predicted_ms, s=14)
-    lim = [0, float(max(summary.measured_p50_ms.max(), summary.predicted_ms.max())) * 1.05]
-    ax.plot(lim, lim, "k--", lw=0.8)
-    ax.plot(lim, [v * 1.1 for v in lim], "k:", lw=0.6)
-    ax.plot(lim, [v * 0.9 for v in lim], "k:", lw=0.6)
-    ax.set_xlabel("measured median latency (ms)")
-    ax.set_ylabel("planner's predicted latency (ms)")
-    med = float(summary.error_pct_median.abs().median()) if "error_pct_median" in summary else float("nan")
-    out.append((f"Predicted vs measured latency (dotted: +-10 %; median |error| {med:.1f} %)", _png(fig)))
-    return out
-
-
-def _plots(spans: pd.DataFrame, resources: pd.DataFrame, manifest: dict[str, Any],
-           summary: pd.DataFrame | None = None) -> list[tuple[str, str]]:
+def _plots(spans: pd.DataFrame, resources: pd.DataFrame, manifest: dict[str, Any]) -> list[tuple[str, str]]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     out: list[tuple[str, str]] = []
-    summary = summary if summary is not None else pd.DataFrame()
     rt = request_table(spans)
     if not rt.empty:
         fig, ax = plt.subplots(figsize=(7, 4))
@@ -91,7 +52,6 @@ def _plots(spans: pd.DataFrame, resources: pd.DataFrame, manifest: dict[str, Any
         out.append(("Per-hop latency breakdown (uplink and downlink include the emulated link delay; "
                     "other = actor calls and serialisation)", _png(fig)))
 
-    out += _split_plots(summary)
     lb = link_bytes(spans, manifest.get("path_links", {}))
     if not lb.empty:
         fig, ax = plt.subplots(figsize=(7, 0.4 * len(lb) + 1.5))
@@ -144,7 +104,7 @@ def render_report(run_dir: str | Path) -> Path:
         pdf = pd.DataFrame(plans.values())[["node", "hardware_class", "model", "backend", "target_ms", "slowdown",
                                             "cpu_cores", "host_speed", "basis"]]
         parts.append("<h2>Compute caps</h2>" + pdf.to_html(index=False, float_format=lambda v: f"{v:.3f}"))
-    figures = _plots(r.spans, r.resources, m, r.summary)
+    figures = _plots(r.spans, r.resources, m)
     try:
         from testbed.workload import WORKLOADS
 

@@ -144,7 +144,6 @@ class DnnMigration(Workload):
         self.i = 0
         self.rows: list[dict[str, Any]] = []
         self.curves: list[dict[str, Any]] = []
-        self.tb = tb
 
     def _profile(self, tb: Any, model: str) -> MigrationProfile:
         topo: Topology = tb.topology
@@ -178,16 +177,16 @@ class DnnMigration(Workload):
         model = self.p.models[self.i]
         prof = self._profile(tb, model)
         plans = {name: PLANS[name](prof) for name in self.p.plans if name != "recursive"}
-        upload = {name: sum(sum(prof.upload_ms[a:b]) + prof.delay_ms for a, b in pl) for name, pl in plans.items()}
+        upload = {name: prof.upload_time(pl) for name, pl in plans.items()}
         horizon = self.p.horizon_factor * max([*upload.values(), 1.0])
         if "recursive" in self.p.plans:
             plans["recursive"] = plan_recursive(prof, horizon)
-            upload["recursive"] = sum(sum(prof.upload_ms[a:b]) + prof.delay_ms for a, b in plans["recursive"])
+            upload["recursive"] = prof.upload_time(plans["recursive"])
         for name, pl in plans.items():
             t, uploaded = 0.0, frozenset[int]()
             self.curves.append({"model": model, "plan": name, "t_ms": 0.0, "query_ms": query_ms(prof, uploaded)})
             for a, b in pl:
-                t += sum(prof.upload_ms[a:b]) + prof.delay_ms
+                t += prof.upload_time([(a, b)])
                 uploaded = uploaded | frozenset(range(a, b))
                 self.curves.append({"model": model, "plan": name, "t_ms": t, "query_ms": query_ms(prof, uploaded)})
             self.rows.append({"model": model, "plan": name, "partitions": len(pl),

@@ -41,6 +41,10 @@ class MigrationProfile:
     def n(self) -> int:
         return len(self.client_ms)
 
+    def upload_time(self, plan: list[tuple[int, int]]) -> float:
+        """ms to upload the partitions of ``plan`` one after another (weights plus one delay each)."""
+        return sum(sum(self.upload_ms[a:b]) + self.delay_ms for a, b in plan)
+
     def up(self, nbytes: int) -> float:
         return nbytes * self.up_ms_per_byte + self.delay_ms
 
@@ -122,10 +126,6 @@ def plan_ionn(p: MigrationProfile) -> list[tuple[int, int]]:
     return plan
 
 
-def _upload_ms(p: MigrationProfile, run: tuple[int, int]) -> float:
-    return sum(p.upload_ms[run[0]:run[1]]) + p.delay_ms
-
-
 def plan_efficiency(p: MigrationProfile) -> list[tuple[int, int]]:
     uploaded: set[int] = set()
     plan: list[tuple[int, int]] = []
@@ -141,7 +141,7 @@ def plan_efficiency(p: MigrationProfile) -> list[tuple[int, int]]:
                 if any(x in uploaded for x in range(*run)):
                     break
                 gain = now - query_ms(p, frozenset(uploaded | set(range(*run))))
-                eff = gain / _upload_ms(p, run)
+                eff = gain / p.upload_time([run])
                 if eff > best_eff + 1e-12:
                     best, best_eff = run, eff
         if best is None:
@@ -155,7 +155,7 @@ def cumulative_delay(p: MigrationProfile, plan: list[tuple[int, int]], horizon_m
     t, area, uploaded = 0.0, 0.0, frozenset[int]()
     events = []
     for run in plan:
-        t += _upload_ms(p, run)
+        t += p.upload_time([run])
         events.append((t, frozenset(range(*run))))
     t = 0.0
     for at, blocks in [*events, (horizon_ms, frozenset())]:
@@ -171,7 +171,7 @@ def cumulative_delay(p: MigrationProfile, plan: list[tuple[int, int]], horizon_m
 
 def plan_recursive(p: MigrationProfile, horizon_ms: float | None = None) -> list[tuple[int, int]]:
     base = plan_efficiency(p)
-    h = horizon_ms or sum(_upload_ms(p, r) for r in base) * 1.5
+    h = horizon_ms or p.upload_time(base) * 1.5
 
     def split(plan: list[tuple[int, int]]) -> list[tuple[int, int]]:
         best, best_area = plan, cumulative_delay(p, plan, h)

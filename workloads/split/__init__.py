@@ -263,7 +263,6 @@ class SplitInference(Workload):
         self.step_i = 0
         self.plan_rows: list[dict[str, Any]] = []
         self.current: dict[str, tuple[list[list[Any]], dict[str, Any]]] = {}
-        self.tb_topology = topo
 
     def _profile_for(self, topo: Topology, d: str) -> SplitProfile:
         e, c = self._route(topo, d)
@@ -369,6 +368,47 @@ class SplitInference(Workload):
         sent = self._run(tb, n, start)
         self.step_i += 1
         return StepResult(progress=sent, done=self.step_i >= len(self.schedule), info={"label": ps.label})
+
+    @classmethod
+    def figures(cls, run: Any) -> list[tuple[str, Any]]:
+        """Chosen cut against the uplink rate, and predicted against measured latency."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        summary = run.summary
+        need = {"c1", "c2", "predicted_ms", "measured_p50_ms", "planner", "uplink_mbit"}
+        if summary.empty or not need <= set(summary.columns):
+            return []
+        out: list[tuple[str, Any]] = []
+        sweep = summary.dropna(subset=["uplink_mbit"])
+        if sweep.uplink_mbit.nunique() > 1:
+            fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+            for (planner, dev), g in sweep.groupby(["planner", "device"]):
+                g = g.sort_values("uplink_mbit")
+                axes[0].plot(g.uplink_mbit, g.c1, marker="o", label=f"{planner} ({dev})")
+                axes[1].plot(g.uplink_mbit, g.measured_p50_ms, marker="o", label=f"{planner} ({dev})")
+            for ax in axes:
+                ax.set_xscale("log")
+                ax.set_xlabel("device uplink (Mbit/s)")
+                ax.grid(alpha=0.3)
+            axes[0].set_ylabel("cut c1: blocks run on the device")
+            axes[1].set_ylabel("measured median latency (ms)")
+            axes[1].set_yscale("log")
+            axes[0].legend(fontsize=7)
+            out.append(("Chosen cut and latency against the uplink rate", fig))
+        fig, ax = plt.subplots(figsize=(5.5, 5))
+        ax.scatter(summary.measured_p50_ms, summary.predicted_ms, s=14)
+        lim = [0, float(max(summary.measured_p50_ms.max(), summary.predicted_ms.max())) * 1.05]
+        ax.plot(lim, lim, "k--", lw=0.8)
+        ax.plot(lim, [v * 1.1 for v in lim], "k:", lw=0.6)
+        ax.plot(lim, [v * 0.9 for v in lim], "k:", lw=0.6)
+        ax.set_xlabel("measured median latency (ms)")
+        ax.set_ylabel("planner's predicted latency (ms)")
+        med = float(summary.error_pct_median.abs().median()) if "error_pct_median" in summary else float("nan")
+        out.append((f"Predicted vs measured latency (dotted: +-10 %; median |error| {med:.1f} %)", fig))
+        return out
 
     def artifacts(self) -> dict[str, pd.DataFrame]:
         return {"profile": pd.DataFrame(self.profile_rows), "plans": pd.DataFrame(self.plan_rows)}
