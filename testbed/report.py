@@ -91,6 +91,9 @@ def render_report(run_dir: str | Path) -> Path:
              f"git {html.escape(str(m.get('git', {}).get('revision')))}</p>"]
     if m.get("warnings"):
         parts.append("<h2>Warnings</h2><ul>" + "".join(f"<li>{html.escape(w)}</li>" for w in m["warnings"]) + "</ul>")
+    if (r.path / "findings.csv").exists():
+        parts.append("<h2>Findings of the seed, checked on this run</h2>"
+                     + pd.read_csv(r.path / "findings.csv").to_html(index=False))
     if not r.summary.empty:
         parts.append("<h2>Summary</h2>" + r.summary.to_html(index=False, float_format=lambda v: f"{v:.2f}"))
     if not r.resources.empty and "nr_throttled" in r.resources:

@@ -230,5 +230,8 @@ def run_experiment(exp: Experiment, out_root: str | Path = "results", address: s
             if not summary.empty:
                 summary.to_csv(path / "summary.csv", index=False)
                 write_json(path / "summary.json", json.loads(summary.to_json(orient="records")))
+                found = workload.findings(summary)
+                if not found.empty:
+                    found.to_csv(path / "findings.csv", index=False)
         write_json(path / "manifest.json", manifest)
     return RunOutcome(run_id, path, manifest["status"], summary, manifest["warnings"], manifest)

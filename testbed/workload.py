@@ -75,6 +75,13 @@ class Workload(ABC):
         """Extra tables for the run directory (e.g. profiles, plans), written as ``<name>.parquet``."""
         return {}
 
+    def findings(self, summary: pd.DataFrame) -> pd.DataFrame:
+        """The seed's claims checked on this run's summary: one row each with ``finding`` and ``result``
+        ("held", "did not hold", ...), written to ``findings.csv`` and shown by the CLI and the report."""
+        import pandas as pd
+
+        return pd.DataFrame()
+
     def summarize(self, spans: pd.DataFrame) -> pd.DataFrame:
         """A summary table from the run's spans."""
         import pandas as pd

@@ -67,3 +67,9 @@ def ray_local(calibration_file: Path, monkeypatch: pytest.MonkeyPatch) -> Iterat
 
 
 privileged = pytest.mark.skipif(not is_root(), reason="needs root (network namespaces, tc, cgroups)")
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One trained-model cache for the session: a model trained by one test is loaded by the next."""
+    return tmp_path_factory.mktemp("models")

@@ -85,6 +85,12 @@ def run(experiment: Annotated[Path, typer.Argument(help="experiment YAML")],
         err_console.print(f"[yellow]warning[/]: {w}", highlight=False)
     if not outcome.summary.empty:
         console.print(table_from_frame(_short_summary(outcome.summary), title=f"{exp.spec.name} summary"))
+    if (outcome.path / "findings.csv").exists():
+        import pandas as pd
+
+        for r in pd.read_csv(outcome.path / "findings.csv").itertuples():
+            colour = {"held": "green", "did not hold": "red"}.get(str(r.result), "cyan")
+            console.print(f"[{colour}]{r.result}[/]: {r.finding}", highlight=False)
     console.print(f"results: {outcome.path}")
 
 
@@ -96,7 +102,13 @@ def _short_summary(df: object) -> object:
     names = {"device": "device", "phase": "tier", "target": "runs on", "requests": "n",
              "latency_p50_ms": "p50 ms", "latency_p95_ms": "p95 ms", "compute_ms": "compute ms",
              "transfer_ms": "transfer ms", "bytes_per_request": "bytes/req", "energy_j_per_request": "J/req",
-             "fastest": "fastest"}
+             "fastest": "fastest",
+             # early exit
+             "config": "config", "local_exits": "local", "edge_acc": "edge acc %", "cloud_acc": "cloud acc %",
+             "overall_acc": "acc %", "overall_latency_ms": "latency ms", "bytes_up_to_cloud": "bytes up",
+             # partition offloading
+             "algorithm": "algorithm", "predicted_total_ms": "predicted ms", "measured_total_ms": "measured ms",
+             "prediction_error_pct": "error %"}
     cols = [c for c in names if c in df.columns]
     return df[cols].rename(columns=names) if cols else df
 

@@ -1,79 +1,101 @@
 """Seed 002's partition-offloading in a multi-user, multi-server edge-cloud environment: PSO vs greedy and random.
 
-Environment (the seed's setting): 2 clients, 5 edge and 5 cloud servers; bandwidth client-edge 10 MB/s,
-client-cloud 0.5 MB/s; CPU 1.1-2.3 GHz (clients), 4.2-18.3 GHz (edge), 40-120 GHz (cloud). Each client
-runs one model, cut once: blocks ``[0, c)`` on the client (P2), ``[c, n)`` on one server (P1). A server
-shared by several clients splits its capacity among them. Block work comes from real models (FLOPs),
-at ``FLOP_PER_CYCLE`` FLOP per cycle; the objective is the sum of the clients' query latencies.
+Each client runs one model, cut once: blocks ``[0, c)`` on the client (the paper's P2), ``[c, n)`` on
+one server (P1). A server shared by several clients splits its capacity among them. The objective is
+the sum of the clients' query latencies.
+
+The environment is held as seconds per block: on each client, and for each client's model on each
+server. ``seed002_env`` draws the seed's synthetic setting (CPU in GHz, block work in FLOPs); the
+``partition_offloading`` workload fills the same structure from block profiles measured on a
+12-node testbed, then executes the chosen plans.
 
 PSO (particle swarm optimisation) searches the (cut, server) of every client at once; the greedy
-baseline places clients one after another, each at its best given the others; random draws both.
+baseline places clients one after another, each at its best given the others; random draws both;
+``exhaustive`` enumerates every joint plan (the optimum, for two clients).
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
 
 FLOP_PER_CYCLE = 8.0  # a SIMD core: a modelling constant, the same for every node
 
+Plan = list[tuple[int, int]]  # (cut, server) per client
+
 
 @dataclass(frozen=True)
 class Client:
-    flops: tuple[float, ...]  # per block
+    local_s: tuple[float, ...]  # per block, on the client
     cut_bytes: tuple[int, ...]  # len n+1; k = 0 is the input, k = n the output
-    ghz: float
 
     @property
     def n(self) -> int:
-        return len(self.flops)
+        return len(self.local_s)
 
 
 @dataclass(frozen=True)
 class Env:
     clients: tuple[Client, ...]
-    server_ghz: tuple[float, ...]
+    server_s: tuple[tuple[tuple[float, ...], ...], ...]  # [client][server][block]: an unshared server
     bandwidth_bps: tuple[tuple[float, ...], ...]  # [client][server] bytes per second
+    rtt_s: tuple[tuple[float, ...], ...] | None = None  # [client][server] propagation round trip
 
-    def latency(self, plan: list[tuple[int, int]]) -> float:
-        """Sum of query latencies of ``plan`` = [(cut, server)] per client."""
-        load = np.zeros(len(self.server_ghz))
+    @property
+    def n_servers(self) -> int:
+        return len(self.bandwidth_bps[0])
+
+    def per_client(self, plan: Plan) -> list[float]:
+        """Each client's query latency (s) under ``plan``."""
+        load = np.zeros(self.n_servers)
         for (c, s), cl in zip(plan, self.clients, strict=True):
             if c < cl.n:
                 load[s] += 1
-        total = 0.0
-        for (c, s), cl in zip(plan, self.clients, strict=True):
-            local = sum(cl.flops[:c]) / (cl.ghz * 1e9 * FLOP_PER_CYCLE)
-            if c >= cl.n:
-                total += local
-                continue
-            share = self.server_ghz[s] * 1e9 * FLOP_PER_CYCLE / load[s]
-            remote = sum(cl.flops[c:]) / share
-            bw = self.bandwidth_bps[self.clients.index(cl)][s]
-            total += local + remote + (cl.cut_bytes[c] + cl.cut_bytes[cl.n]) / bw
-        return total
+        out = []
+        for i, ((c, s), cl) in enumerate(zip(plan, self.clients, strict=True)):
+            t = sum(cl.local_s[:c])
+            if c < cl.n:
+                t += sum(self.server_s[i][s][c:]) * load[s]
+                t += (cl.cut_bytes[c] + cl.cut_bytes[cl.n]) / self.bandwidth_bps[i][s]
+                t += self.rtt_s[i][s] if self.rtt_s else 0.0
+            out.append(t)
+        return out
+
+    def latency(self, plan: Plan) -> float:
+        """Sum of query latencies (s) of ``plan``."""
+        return sum(self.per_client(plan))
+
+    def options(self, i: int) -> list[tuple[int, int]]:
+        return [(c, s) for c in range(self.clients[i].n + 1) for s in range(self.n_servers)]
 
 
-def random_plan(env: Env, rng: np.random.Generator) -> list[tuple[int, int]]:
-    return [(int(rng.integers(cl.n + 1)), int(rng.integers(len(env.server_ghz)))) for cl in env.clients]
+def random_plan(env: Env, rng: np.random.Generator) -> Plan:
+    return [(int(rng.integers(cl.n + 1)), int(rng.integers(env.n_servers))) for cl in env.clients]
 
 
-def greedy(env: Env) -> list[tuple[int, int]]:
-    plan: list[tuple[int, int]] = [(cl.n, 0) for cl in env.clients]  # everyone local to start
-    for i, cl in enumerate(env.clients):
-        options = [(c, s) for c in range(cl.n + 1) for s in range(len(env.server_ghz))]
-        plan[i] = min(options, key=lambda o: env.latency([*plan[:i], o, *plan[i + 1:]]))
+def greedy(env: Env) -> Plan:
+    plan: Plan = [(cl.n, 0) for cl in env.clients]  # everyone local to start
+    for i in range(len(env.clients)):
+        plan[i] = min(env.options(i), key=lambda o: env.latency([*plan[:i], o, *plan[i + 1:]]))
     return plan
 
 
-def pso(env: Env, rng: np.random.Generator, particles: int = 30, iterations: int = 60, w: float = 0.6,
-        c1: float = 1.5, c2: float = 1.5) -> list[tuple[int, int]]:
-    """Particle swarm over a continuous (cut, server) per client, rounded to a plan for evaluation."""
-    lo = np.array([v for _ in env.clients for v in (0.0, 0.0)])
-    hi = np.array([v for cl in env.clients for v in (cl.n + 0.999, len(env.server_ghz) - 0.001)])
+def exhaustive(env: Env) -> Plan:
+    """Every joint plan; feasible for a few clients (the seed's two)."""
+    best = min(itertools.product(*(env.options(i) for i in range(len(env.clients)))),
+               key=lambda p: env.latency(list(p)))
+    return list(best)
 
-    def decode(x: np.ndarray) -> list[tuple[int, int]]:
+
+def pso(env: Env, rng: np.random.Generator, particles: int = 30, iterations: int = 60, w: float = 0.6,
+        c1: float = 1.5, c2: float = 1.5) -> Plan:
+    """Particle swarm over a continuous (cut, server) per client, rounded to a plan for evaluation."""
+    lo = np.zeros(2 * len(env.clients))
+    hi = np.array([v for cl in env.clients for v in (cl.n + 0.999, env.n_servers - 0.001)])
+
+    def decode(x: np.ndarray) -> Plan:
         return [(int(x[2 * i]), int(x[2 * i + 1])) for i in range(len(env.clients))]
 
     pos = rng.uniform(lo, hi, size=(particles, len(lo)))
@@ -95,10 +117,29 @@ def pso(env: Env, rng: np.random.Generator, particles: int = 30, iterations: int
     return decode(g_pos)
 
 
+ALGORITHMS = ("pso", "greedy", "random", "exhaustive")
+
+
+def choose(name: str, env: Env, rng: np.random.Generator) -> Plan:
+    if name == "pso":
+        return pso(env, rng)
+    if name == "greedy":
+        return greedy(env)
+    if name == "random":
+        return random_plan(env, rng)
+    if name == "exhaustive":
+        return exhaustive(env)
+    raise ValueError(f"unknown offloading algorithm {name!r}; known: {', '.join(ALGORITHMS)}")
+
+
+def from_flops(flops: tuple[float, ...], ghz: float) -> tuple[float, ...]:
+    return tuple(f / (ghz * 1e9 * FLOP_PER_CYCLE) for f in flops)
+
+
 def seed002_env(models: list[tuple[tuple[float, ...], tuple[int, ...]]], rng: np.random.Generator) -> Env:
-    """The seed's 12-node environment (2 clients, 5 edge, 5 cloud) with the given client models."""
-    clients = tuple(Client(f, b, float(rng.uniform(1.1, 2.3))) for f, b in models)
-    edge = [float(rng.uniform(4.2, 18.3)) for _ in range(5)]
-    cloud = [float(rng.uniform(40, 120)) for _ in range(5)]
+    """The seed's synthetic 12-node environment (2 clients, 5 edge, 5 cloud); ``models`` = (FLOPs, cut bytes)."""
+    clients = tuple(Client(from_flops(f, float(rng.uniform(1.1, 2.3))), b) for f, b in models)
+    ghz = [float(rng.uniform(4.2, 18.3)) for _ in range(5)] + [float(rng.uniform(40, 120)) for _ in range(5)]
+    server_s = tuple(tuple(from_flops(f, g) for g in ghz) for f, _ in models)
     bw = tuple(tuple([10e6] * 5 + [0.5e6] * 5) for _ in clients)
-    return Env(clients, tuple(edge + cloud), bw)
+    return Env(clients, server_s, bw)
