@@ -114,8 +114,10 @@ class ComputeActor:
         return {"cpu_ms": [statistics.median(c) for c in cpu], "wall_ms": [statistics.median(w) for w in wall]}
 
     def forward(self, node: str, key: str, x: np.ndarray, sent_ns: int, start_block: int = 0,
-                end_block: int | None = None) -> tuple[np.ndarray, dict[str, int | float]]:
-        """Run model ``key`` (or blocks ``start_block..end_block-1`` of chain ``key``) for ``node`` on ``x``.
+                end_block: int | None = None, method: str | None = None,
+                kwargs: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, int | float]]:
+        """Run model ``key`` (or blocks ``start_block..end_block-1`` of chain ``key``, or the model's own
+        entry point ``method(x, **kwargs)``, e.g. one tile of a horizontal split) for ``node`` on ``x``.
 
         Returns the output and timings (ns).
         """
@@ -128,7 +130,9 @@ class ComputeActor:
             t = torch.from_numpy(np.ascontiguousarray(x))
             if t.dtype == torch.uint8:  # camera frames travel as bytes
                 t = t.float().div_(255.0)
-            if key in self.chains:
+            if method is not None:
+                out = getattr(self.models[key], method)(t, **(kwargs or {})).numpy()
+            elif key in self.chains:
                 out = self.chains[key].run(t, start_block, end_block).numpy()
             else:
                 out = self.models[key](t).numpy()

@@ -27,10 +27,10 @@ class NodeActor:
         for n in nodes:
             name = n["name"]
 
-            def call(key: str, x: np.ndarray, start: int = 0, end: int | None = None,
-                     _node: str = name) -> tuple[np.ndarray, dict[str, Any]]:
-                out: tuple[np.ndarray, dict[str, Any]] = ray.get(
-                    self.compute_actor.forward.remote(_node, key, x, time.monotonic_ns(), start, end))
+            def call(key: str, x: np.ndarray, start: int = 0, end: int | None = None, method: str | None = None,
+                     kwargs: dict[str, Any] | None = None, _node: str = name) -> tuple[np.ndarray, dict[str, Any]]:
+                out: tuple[np.ndarray, dict[str, Any]] = ray.get(self.compute_actor.forward.remote(
+                    _node, key, x, time.monotonic_ns(), start, end, method, kwargs))
                 return out
 
             # each node its own stream, whichever actor hosts it: seed + a stable hash of the name

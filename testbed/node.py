@@ -26,7 +26,7 @@ class NodeRuntime:
 
     def __init__(self, name: str, tier: Tier, hardware: HardwareClass, netns: str | None, address: str,
                  run_id: str, seed: int,
-                 compute: Callable[[str, np.ndarray, int, int | None], tuple[np.ndarray, dict[str, Any]]],
+                 compute: Callable[..., tuple[np.ndarray, dict[str, Any]]],
                  tx_energy_uj_per_bit: dict[str, float], spans: Buffer) -> None:
         self.name = name
         self.tier = tier
@@ -47,12 +47,11 @@ class NodeRuntime:
         self.spans.add(make_span(self.run_id, self.name, kind, start_ns, end_ns, **kw))
 
     def compute(self, key: str, array: np.ndarray, request_id: int = -1, start: int = 0,
-                end: int | None = None) -> np.ndarray:
-        """Run model ``key`` (or blocks ``start..end-1`` of a chain) on the node's capped compute process.
-
-        Records a compute span.
+                end: int | None = None, method: str | None = None, kwargs: dict[str, Any] | None = None) -> np.ndarray:
+        """Run model ``key`` (blocks ``start..end-1`` of a chain, or the model's entry point ``method``
+        with ``kwargs``) on the node's capped compute process. Records a compute span.
         """
-        out, st = self._compute(key, array, start, end)
+        out, st = self._compute(key, array, start, end, method, kwargs)
         busy_w = self.hardware.power_busy_w or 0.0
         self.span("compute", st["start_ns"], st["end_ns"], request_id=request_id, cpu_ms=st["cpu_ns"] / 1e6,
                   class_ms=st["class_ns"] / 1e6, energy_j=busy_w * st["class_ns"] / 1e9, model=key,

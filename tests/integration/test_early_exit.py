@@ -30,7 +30,7 @@ workload:
     epochs: 8
     lr: 0.05
     test_samples: 64
-    edgent: {{latency_target_ms: 40, batches: 4, change_after_batches: 2, uplink_mbit: 0.05}}
+    edgent: {{latency_target_ms: 40, pair: device-edge, batches: 4, change_after_batches: 2, uplink_mbit: 0.05}}
 """)
     out = run_experiment(load_experiment(exp), tmp_path / "results")
     s = out.summary.set_index("config")
@@ -45,8 +45,8 @@ workload:
     assert raw.cloud_latency_ms > 10  # two crossings of the 5 ms metro link at least
     assert "SEM-2 T=0.3 drop=0.9" in s.index
     ed = pd.read_parquet(out.path / "edgent.parquet")
-    assert len(ed) == 4 and list(ed.uplink_mbit) == [1000.0, 1000.0, 0.05, 0.05]
-    # at 50 kbit/s nothing can cross to the cloud within 40 ms: Edgent keeps the work on the edge
+    assert len(ed) == 4 and list(ed.uplink_mbit) == [940.0, 940.0, 0.05, 0.05]
+    # at 50 kbit/s no batch can cross to the edge within 40 ms: Edgent keeps the work on the device
     assert (ed[ed.uplink_mbit == 0.05].cut == ed[ed.uplink_mbit == 0.05].exit).all()
     f = pd.read_csv(out.path / "findings.csv")
     assert set(f.result) <= {"held", "did not hold", "measured", "not tested"} and len(f) >= 5

@@ -76,7 +76,9 @@ class ExitRole:
         m = msg.meta
         rid = int(m.get("request_id", -1))
         if msg.kind == "exit_batch":
-            return self._edge(rt, msg, m, rid)
+            assert msg.array is not None
+            preds, decision, ent = self._lower(rt, msg.array, m, rid, msg.src)
+            return "exit_local", np.stack([preds, decision]).astype(np.int64), {"entropy": ent}
         if msg.kind == "exit_rest":  # cloud: finish the samples the edge passed on
             assert msg.array is not None
             logits = rt.compute(m["key"], decode(msg.array, m), rid)
@@ -91,12 +93,14 @@ class ExitRole:
             return None
         raise RuntimeError(f"exit role: unexpected message {msg.kind!r}")
 
-    def _edge(self, rt: Any, msg: Message, m: dict[str, Any], rid: int) -> tuple[str, np.ndarray, dict[str, Any]]:
-        """``mode``: exit (head + entropy decision), local (everything exits here), forward (no head)."""
-        assert msg.array is not None
-        n = msg.array.shape[0]
+    def _lower(self, rt: Any, x: np.ndarray, m: dict[str, Any], rid: int,
+               reply_to: str) -> tuple[np.ndarray, np.ndarray, list[float | None]]:
+        """The lower node's part (the edge, or the device itself for Edgent's device-edge pair):
+        ``mode`` exit (head + entropy decision), local (everything exits here) or forward (no head).
+        Samples that go on are sent to the upper node, which answers ``reply_to``."""
+        n = x.shape[0]
         mode, cut = str(m["mode"]), int(m["cut"])
-        out = rt.compute(m["key"], msg.array, rid) if cut > 0 else msg.array
+        out = rt.compute(m["key"], x, rid) if cut > 0 else x
         logits: np.ndarray | None = None
         feats: np.ndarray | None = None
         if mode == "exit":
@@ -111,12 +115,11 @@ class ExitRole:
             assert feats is not None
             payload, codec = encode(np.ascontiguousarray(feats[up]), str(m.get("compression", "none")))
             rt.endpoint.send(m["cloud"], "exit_rest", payload, dict(
-                codec, role="exit", key=m["cloud_key"], batch=m["batch"], idx=up.tolist(), reply_to=msg.src,
-                request_id=rid, phase=m.get("phase", "")))
+                codec, role="exit", key=m["cloud_key"], batch=m["batch"], idx=up.tolist(), reply_to=reply_to,
+                request_id=rid, phase=m.get("phase", rt.phase)))
         if logits is None:
-            return "exit_local", np.stack([np.full(n, -1), decision]).astype(np.int64), {"entropy": [None] * n}
-        ent = normalized_entropy(softmax(logits))
-        return "exit_local", np.stack([logits.argmax(axis=1), decision]).astype(np.int64), {"entropy": ent.tolist()}
+            return np.full(n, -1), decision, [None] * n
+        return logits.argmax(axis=1), decision, normalized_entropy(softmax(logits)).tolist()
 
     # test node ----------------------------------------------------------------------------------------
     def run(self, rt: Any, edge: str, cloud: str, x: np.ndarray, y: np.ndarray, batch_size: int,
@@ -127,11 +130,16 @@ class ExitRole:
             batch = first_batch + b0 // batch_size
             xb, yb = x[b0:b0 + batch_size], y[b0:b0 + batch_size]
             t0 = time.monotonic_ns()
-            reply = rt.request(edge, "exit_batch", xb, dict(deploy, role="exit", batch=batch, cloud=cloud), batch,
-                               timeout=timeout_s)
-            t_edge = reply.release_ns
-            assert reply.array is not None
-            preds, decision = reply.array[0].copy(), reply.array[1]
+            meta = dict(deploy, role="exit", batch=batch, cloud=cloud)
+            if edge == rt.name:  # this node is the lower one (a device running its own part)
+                p, decision, ent = self._lower(rt, xb, meta, batch, rt.name)
+                preds, t_edge = np.asarray(p).copy(), time.monotonic_ns()
+            else:
+                reply = rt.request(edge, "exit_batch", xb, meta, batch, timeout=timeout_s)
+                t_edge = reply.release_ns
+                assert reply.array is not None
+                preds, decision = reply.array[0].copy(), reply.array[1]
+                ent = reply.meta.get("entropy", [None] * len(yb))
             t_cloud = t_edge
             if (decision == 1).any():
                 with self.cond:
@@ -142,13 +150,12 @@ class ExitRole:
             rt.span("request", t0, max(t_edge, t_cloud), request_id=batch, samples=len(yb), config=label,
                     local=int((decision == 0).sum()), cloud=int((decision == 1).sum()),
                     dropped=int((decision == 2).sum()))
-            ent = reply.meta.get("entropy", [float("nan")] * len(yb))
             for i in range(len(yb)):
                 where = ("edge", "cloud", "dropped")[int(decision[i])]
                 end_ns = t_edge if where != "cloud" else t_cloud
+                e_i = ent[i]
                 rows.append({"batch": batch, "label": int(yb[i]), "pred": int(preds[i]), "where": where,
-                             "latency_ms": (end_ns - t0) / 1e6,
-                             "entropy": float("nan") if ent[i] is None else float(ent[i])})
+                             "latency_ms": (end_ns - t0) / 1e6, "entropy": float("nan") if e_i is None else e_i})
         return rows
 
 
@@ -158,6 +165,7 @@ class EdgentSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     latency_target_ms: PositiveFloat
+    pair: Literal["device-edge", "edge-cloud"] = "device-edge"  # Edgent's own setting is device-edge
     batches: PositiveInt = 6
     change_after_batches: int | None = Field(None, ge=1)  # the edge-cloud link changes here
     uplink_mbit: PositiveFloat | None = None  # ... to this rate (both directions)
@@ -224,7 +232,7 @@ class EarlyExit(Workload):
     def node_models(self, topology: Topology) -> dict[str, str | None]:
         # caps are fitted on resnet18 (published figures for most classes); one CPU quota serves any model
         t, e, c = self._nodes(topology)
-        return {e: "resnet18", c: "resnet18"}
+        return {t: "resnet18", e: "resnet18", c: "resnet18"}
 
     @staticmethod
     def _nodes(topo: Topology) -> tuple[str, str, str]:
@@ -264,34 +272,37 @@ class EarlyExit(Workload):
                                          "drop": self.p.drop_threshold})
         if self.p.raw_offload:
             self.configs.append({"variant": "mem", "model": "raw offload", "exit": 0, "threshold": 0.0, "drop": None})
-        self.deployed: set[tuple[str, str]] = set()
+        self.deployed: set[tuple[str, str, str, str]] = set()
         self.sample_rows: list[dict[str, Any]] = []
         self.edgent_rows: list[dict[str, Any]] = []
         self.i = 0
 
-    def _deploy(self, tb: Any, variant: str, cut: int, exit_k: int, mode: str) -> tuple[str, str]:
+    def _deploy(self, tb: Any, variant: str, cut: int, exit_k: int, mode: str, lower: str,
+                upper: str) -> tuple[str, str]:
         """Load the edge part (blocks [0, cut), with head ``exit_k`` unless forwarding) and the cloud part
         (blocks [cut, end) and its head: the cloud exit, or ``exit_k`` for an Edgent right-sized model)."""
         ckpt = self.ckpt[variant]
         edge_head = None if mode == "forward" else exit_k
         cloud_end = exit_k if mode == "forward" and exit_k else N_BLOCKS
-        ek, ck = f"{variant}/edge/{cut}/{edge_head}/{mode}", f"{variant}/cloud/{cut}/{cloud_end}"
-        if (ek, ck) not in self.deployed:
+        ek, ck = f"{variant}/lower/{cut}/{edge_head}/{mode}", f"{variant}/upper/{cut}/{cloud_end}"
+        if (lower, ek, upper, ck) not in self.deployed:
             if cut > 0:
-                tb.load_model(self.edge, ek, "exit_part", str(save_part(ckpt, 0, cut, edge_head, mode == "exit")))
+                tb.load_model(lower, ek, "exit_part", str(save_part(ckpt, 0, cut, edge_head, mode == "exit")))
             if mode != "local":
-                tb.load_model(self.cloud, ck, "exit_part", str(save_part(ckpt, cut, cloud_end, cloud_end)))
-            self.deployed.add((ek, ck))
+                tb.load_model(upper, ck, "exit_part", str(save_part(ckpt, cut, cloud_end, cloud_end)))
+            self.deployed.add((lower, ek, upper, ck))
         return ek, ck
 
     def _run(self, tb: Any, variant: str, cut: int, exit_k: int, mode: str, threshold: float, drop: float | None,
-             label: str, x: np.ndarray, y: np.ndarray, first_batch: int) -> list[dict[str, Any]]:
+             label: str, x: np.ndarray, y: np.ndarray, first_batch: int,
+             pair: tuple[str, str] | None = None) -> list[dict[str, Any]]:
         from dataclasses import asdict
 
-        ek, ck = self._deploy(tb, variant, cut, exit_k, mode)
+        lower, upper = pair or (self.edge, self.cloud)
+        ek, ck = self._deploy(tb, variant, cut, exit_k, mode, lower, upper)
         deploy = {"key": ek, "cloud_key": ck, "cut": cut, "mode": mode, "threshold": threshold, "drop": drop,
                   "cfg": asdict(self.cfg_of), "compression": self.p.compression}
-        rows: list[dict[str, Any]] = tb.call(self.test, "exit", "run", timeout=3600, edge=self.edge, cloud=self.cloud,
+        rows: list[dict[str, Any]] = tb.call(self.test, "exit", "run", timeout=3600, edge=lower, cloud=upper,
                                              x=x, y=y, batch_size=self.p.batch_size, deploy=deploy,
                                              first_batch=first_batch, label=label)
         return rows
@@ -320,15 +331,16 @@ class EarlyExit(Workload):
         """Right-size and cut the MEM under a latency target; re-choose when the edge-cloud link changes."""
         spec = self.p.edgent
         assert spec is not None
-        prof = self._edgent_profile(tb)
+        lower, upper = (self.test, self.edge) if spec.pair == "device-edge" else (self.edge, self.cloud)
+        prof = self._edgent_profile(tb, lower, upper)
         bs = self.p.batch_size
-        link_i = tb.topology.path(self.edge, self.cloud).hops[0].link.index
+        link_i = tb.topology.path(lower, upper).hops[0].link.index
         for b in range(spec.batches):
             if spec.change_after_batches is not None and b == spec.change_after_batches and spec.uplink_mbit:
                 lk = tb.topology.links[link_i]
                 tb.set_link(link_i, lk.up.model_copy(update={"rate_mbit": spec.uplink_mbit}),
                             lk.down.model_copy(update={"rate_mbit": spec.uplink_mbit}))
-            path = tb.topology.path(self.edge, self.cloud)
+            path = tb.topology.path(lower, upper)
             choice = edgent_choose(prof, path.rate_mbit, 2 * path.delay_ms, spec.latency_target_ms,
                                    prof["access_ms"])
             label = f"edgent exit {choice['exit']} cut {choice['cut']}"
@@ -336,15 +348,15 @@ class EarlyExit(Workload):
             sl = slice((b * bs) % len(self.y), (b * bs) % len(self.y) + bs)
             mode = "local" if choice["cut"] == choice["exit"] else "forward"
             rows = self._run(tb, "mem", choice["cut"], choice["exit"], mode, 1.0, None, label, self.x[sl], self.y[sl],
-                             10_000_000 + b)
+                             10_000_000 + b, (lower, upper))
             lat = max(r["latency_ms"] for r in rows)
-            self.edgent_rows.append({"batch": b, "uplink_mbit": path.rate_mbit, **choice, "measured_ms": lat,
-                                     "met_target": lat <= spec.latency_target_ms,
+            self.edgent_rows.append({"batch": b, "pair": spec.pair, "uplink_mbit": path.rate_mbit, **choice,
+                                     "measured_ms": lat, "met_target": lat <= spec.latency_target_ms,
                                      "accuracy": float(np.mean([r["pred"] == r["label"] for r in rows]))})
 
-    def _edgent_profile(self, tb: Any) -> dict[str, Any]:
-        """Batch ms on the edge of blocks [0, c) (with head e when c = e) and on the cloud of [c, e) + head e,
-        for every exit e of the MEM (and the cloud exit) and cut c, through the compute call path."""
+    def _edgent_profile(self, tb: Any, lower: str, upper: str) -> dict[str, Any]:
+        """Batch ms on the lower node of blocks [0, c) (with head e when c = e) and on the upper node of
+        [c, e) + head e, for every exit e of the MEM (and the cloud exit) and cut c, through the call path."""
         import ray
 
         exits = [*self.p.mem_exits, N_BLOCKS]
@@ -363,14 +375,16 @@ class EarlyExit(Workload):
             for c in range(0, e + 1):
                 if c > 0:
                     head = e if c == e else None
-                    ms[("edge", e, c)] = timed(self.edge, f"prof/edge/{c}/{head}", save_part(ckpt, 0, c, head), x)
+                    ms[("edge", e, c)] = timed(lower, f"prof/edge/{c}/{head}", save_part(ckpt, 0, c, head), x)
                 if c < e:
                     feats = x if c == 0 else np.zeros((len(x), *self.cfg_of.feature_shape(c)), np.float32)
-                    ms[("cloud", e, c)] = timed(self.cloud, f"prof/cloud/{c}/{e}", save_part(ckpt, c, e, e), feats)
+                    ms[("cloud", e, c)] = timed(upper, f"prof/cloud/{c}/{e}", save_part(ckpt, c, e, e), feats)
         bytes_at = {c: int(np.prod(self.cfg_of.feature_shape(c))) * (4 if c else 1) * len(x) for c in range(N_BLOCKS)}
-        # the test node's leg: the batch up, the answers down, over the test-edge path
-        acc_path = tb.topology.path(self.test, self.edge)
-        access_ms = bytes_at[0] * 8 / (acc_path.rate_mbit * 1e3) + 2 * acc_path.delay_ms
+        # the test node's leg to the lower node (none when the test node is the lower node)
+        access_ms = 0.0
+        if lower != self.test:
+            acc_path = tb.topology.path(self.test, lower)
+            access_ms = bytes_at[0] * 8 / (acc_path.rate_mbit * 1e3) + 2 * acc_path.delay_ms
         self.edgent_profile = [{"side": k[0], "exit": k[1], "cut": k[2], "ms": v} for k, v in ms.items()]
         return {"ms": ms, "exits": exits, "accuracy": acc, "bytes_at": bytes_at, "access_ms": access_ms}
 
