@@ -89,7 +89,7 @@ class _Horizontal(Workload):
     def setup(self, tb: Any) -> None:
         self.coord, self.devs = self._roles(tb.topology, self.hp)
         self.hkey = "h"
-        self.params_ = role_params(self.hkey, f"h_{self.hp.model}")
+        self.params_ = role_params(self.hkey, self.hp.model)
         used = list(dict.fromkeys([self.coord, *self.devs]))
         for n in used:
             tb.load_model(n, self.hkey, f"h_{self.hp.model}")
@@ -268,7 +268,7 @@ class DeepThings(_Horizontal):
                 shape = [1, md.input_shape[0], big.inp[0][1] - big.inp[0][0], big.inp[1][1] - big.inp[1][0]]
                 t = _probe(fused, shape, region_meta(big))
                 self.mem_rows.append({"what": f"fused ops 0..{self.p.fused}, largest tile", "grid": f"{g[0]}x{g[1]}",
-                                      **t, "reduction_pct": 100 * (1 - t["peak_bytes"] / w["peak_bytes"])})
+                                      **t, "reduction_pct": 100 * (1 - t["peak_bytes"] / w["peak_bytes"]) if w["peak_bytes"] else None})
 
 
 def _probe(path: Path, shape: list[int], region: dict[str, Any] | None = None) -> dict[str, int]:
