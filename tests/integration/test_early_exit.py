@@ -1,4 +1,4 @@
-"""Early exit end to end on the testbed: edge exits, cloud finishes, raw offload, Edgent re-choosing on a link change."""
+"""Early exit end to end on the testbed: edge exits, the cloud finishes, raw offload, Edgent re-choosing."""
 
 from __future__ import annotations
 

@@ -24,7 +24,8 @@ def test_receptive_fields_of_single_layers() -> None:
 
 
 def test_trace_through_a_fused_stack() -> None:
-    ops = ops_of(nn.Sequential(nn.Conv2d(1, 1, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(1, 1, 3, padding=1)))
+    ops = ops_of(nn.Sequential(nn.Conv2d(1, 1, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                               nn.Conv2d(1, 1, 3, padding=1)))
     assert shapes(ops, (16, 16))[-1] == (8, 8)
     r = trace(ops, (16, 16), 0, 4, ((0, 2), (3, 5)))
     # conv: rows [0,3) pad top 1; pool: [0,6); relu: same; conv: [0,7) pad top 1. Columns: [2,6) -> [4,12) -> [3,13)

@@ -40,7 +40,8 @@ class HSplitRole:
     def __init__(self, rt: Any, params: dict[str, Any]) -> None:
         self.key = params["key"]
         self.ops = [Op(**o) for o in params["ops"]] if params.get("ops") else []
-        self.hw = tuple(params.get("hw", (0, 0)))
+        hw = params.get("hw", (0, 0))
+        self.hw: tuple[int, int] = (int(hw[0]), int(hw[1]))
 
     def on_message(self, rt: Any, msg: Message) -> tuple[str, np.ndarray, dict[str, Any]]:
         assert msg.array is not None
@@ -60,7 +61,8 @@ class HSplitRole:
             return np.asarray(rt.compute(self.key, part, rid, method="region", kwargs=region_meta(r)))
         reply = rt.request(node, "region", part, {"role": "hsplit", "region": region_meta(r)}, rid)
         assert reply.array is not None
-        return reply.array
+        out: np.ndarray = reply.array
+        return out
 
     def _fc(self, rt: Any, node: str, x: np.ndarray, layer: int, lo: int, hi: int, rid: int) -> np.ndarray:
         kw = {"layer": layer, "lo": lo, "hi": hi}
@@ -68,7 +70,8 @@ class HSplitRole:
             return np.asarray(rt.compute(self.key, x, rid, method="fc", kwargs=kw))
         reply = rt.request(node, "fc", x, {"role": "hsplit", "fc": kw}, rid)
         assert reply.array is not None
-        return reply.array
+        out: np.ndarray = reply.array
+        return out
 
     # -- MoDNN ------------------------------------------------------------------------------------------
     def modnn(self, rt: Any, x: np.ndarray, workers: list[str], weights: list[float], fc_sizes: list[int],
@@ -76,19 +79,22 @@ class HSplitRole:
         """One inference, layer by layer over ``workers`` (``workers[0]`` is this node, the owner)."""
         t0 = time.monotonic_ns()
         h = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x
-        sizes = shapes(self.ops, self.hw)  # type: ignore[arg-type]
+        sizes = shapes(self.ops, self.hw)
         with ThreadPoolExecutor(len(workers)) as pool:
             for s, e in stages(self.ops):
                 rows_out, cols_out = sizes[e]
-                bands = [(w, r) for w, r in zip(workers, split_weighted(rows_out, weights), strict=True) if r[1] > r[0]]
-                regs = [(w, trace(self.ops, self.hw, s, e, (r, (0, cols_out)))) for w, r in bands]  # type: ignore[arg-type]
-                outs = list(pool.map(lambda wr: self._region(rt, wr[0], h, wr[1], rid), regs))
+                bands = [(w, r) for w, r in zip(workers, split_weighted(rows_out, weights), strict=True)
+                         if r[1] > r[0]]
+                regs = [(w, trace(self.ops, self.hw, s, e, (r, (0, cols_out)))) for w, r in bands]
+                outs = list(pool.map(lambda wr, x=h: self._region(rt, wr[0], x, wr[1], rid), regs))
                 h = np.concatenate(outs, axis=2)
             if fc_sizes:
                 h = np.asarray(rt.compute(self.key, h, rid, method="head_pre", kwargs={}))
                 for layer, n_out in enumerate(fc_sizes):
-                    parts = [(w, r) for w, r in zip(workers, split_weighted(n_out, weights), strict=True) if r[1] > r[0]]
-                    outs = list(pool.map(lambda wr, layer=layer: self._fc(rt, wr[0], h, layer, *wr[1], rid), parts))
+                    parts = [(w, r) for w, r in zip(workers, split_weighted(n_out, weights), strict=True)
+                             if r[1] > r[0]]
+                    outs = list(pool.map(
+                        lambda wr, x=h, layer=layer: self._fc(rt, wr[0], x, layer, wr[1][0], wr[1][1], rid), parts))
                     h = np.concatenate(outs, axis=1)
                     h = np.asarray(rt.compute(self.key, h, rid, method="point", kwargs={"after": layer}))
         t1 = time.monotonic_ns()
@@ -100,8 +106,8 @@ class HSplitRole:
             label: str) -> dict[str, Any]:
         """FTP over ``devices`` for a stream of frames (all queued at once); the gateway runs the rest."""
         n, m = grid_nm
-        tiles = grid(self.ops, self.hw, fused, n, m)  # type: ignore[arg-type]
-        rows, cols = shapes(self.ops, self.hw)[fused]  # type: ignore[arg-type]
+        tiles = grid(self.ops, self.hw, fused, n, m)
+        rows, cols = shapes(self.ops, self.hw)[fused]
         work: queue.Queue[tuple[int, int]] = queue.Queue()
         for f in range(len(frames)):
             for t in range(len(tiles)):

@@ -39,7 +39,7 @@ def main(argv: list[str]) -> None:
     import torch
     from torch import nn
 
-    from workloads.horizontal.tiles import Region, ops_of, run_region
+    from workloads.horizontal.tiles import ops_of, region_from_meta, run_region
 
     torch.set_num_threads(1)
     _reset_peak()
@@ -49,9 +49,7 @@ def main(argv: list[str]) -> None:
     x = torch.rand(*json.loads(argv[1]))
     with torch.inference_mode():
         if len(argv) > 2:
-            r = json.loads(argv[2])
-            region = Region(r["start"], r["end"], tuple(map(tuple, r["out"])), tuple(map(tuple, r["inp"])),
-                            tuple(map(tuple, r["pads"])))
+            region = region_from_meta(json.loads(argv[2]))
             run_region(list(mod), ops_of(nn.Sequential(*mod)), x, region)
         else:
             mod(x)

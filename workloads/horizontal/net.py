@@ -16,7 +16,7 @@ from typing import Any
 
 import workloads.models  # noqa: F401  (the base models must be registered before they are wrapped)
 from testbed.workload import MODELS, ModelDef
-from workloads.horizontal.tiles import Region, flat_modules, ops_of, run_region
+from workloads.horizontal.tiles import flat_modules, ops_of, region_from_meta, run_region
 
 SPLITTABLE = ("vgg16", "yolov2_tiny", "small_cnn")
 
@@ -59,8 +59,7 @@ def _wrapper() -> Any:
             return out
 
         def region(self, x: torch.Tensor, start: int, end: int, out: Any, inp: Any, pads: Any) -> torch.Tensor:
-            r = Region(start, end, tuple(map(tuple, out)), tuple(map(tuple, inp)),  # type: ignore[arg-type]
-                       tuple(map(tuple, pads)))  # type: ignore[arg-type]
+            r = region_from_meta({"start": start, "end": end, "out": out, "inp": inp, "pads": pads})
             y: torch.Tensor = run_region(list(self.feats), self.ops, x, r)
             return y
 
@@ -77,9 +76,10 @@ def _wrapper() -> Any:
             return x
 
         def fc(self, x: torch.Tensor, layer: int, lo: int, hi: int) -> torch.Tensor:
-            lin = self.head[self.linears[layer]]
+            lin: Any = self.head[self.linears[layer]]
             b = lin.bias[lo:hi] if lin.bias is not None else None
-            return torch.nn.functional.linear(x, lin.weight[lo:hi], b)
+            y: torch.Tensor = torch.nn.functional.linear(x, lin.weight[lo:hi], b)
+            return y
 
         def point(self, x: torch.Tensor, after: int) -> torch.Tensor:
             stop = self.linears[after + 1] if after + 1 < len(self.linears) else len(self.head)

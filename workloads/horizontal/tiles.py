@@ -111,6 +111,16 @@ class Region:
         return (self.out[0][1] - self.out[0][0]) * (self.out[1][1] - self.out[1][0])
 
 
+def region_from_meta(d: dict[str, Any]) -> Region:
+    """A ``Region`` back from its JSON form (lists for tuples)."""
+    def rng(v: Any) -> Range:
+        return (int(v[0]), int(v[1]))
+
+    pads = tuple((int(p[0]), int(p[1]), int(p[2]), int(p[3])) for p in d["pads"])
+    return Region(int(d["start"]), int(d["end"]), (rng(d["out"][0]), rng(d["out"][1])),
+                  (rng(d["inp"][0]), rng(d["inp"][1])), pads)
+
+
 def trace(ops: list[Op], hw: tuple[int, int], start: int, end: int, out: tuple[Range, Range]) -> Region:
     """Walk ``out`` (a rectangle of op end-1's output) back through ops [start, end)."""
     sizes = shapes(ops, hw)

@@ -32,7 +32,8 @@ class HorizontalParams(BaseModel):
     devices: list[PositiveInt] = Field(default_factory=lambda: [1, 2, 4, 6], min_length=1)
     link_mbit: list[PositiveFloat] | None = None  # sweep every link's rate (both directions); None: as in the topology
     frames: PositiveInt = 2
-    coordinator: str | None = None  # MoDNN's owner (default: the first device) / DeepThings' gateway (the first edge node)
+    # MoDNN's owner (default: the first device) / DeepThings' gateway (default: the first edge node)
+    coordinator: str | None = None
     tolerance: PositiveFloat = 1e-4
 
     @field_validator("model")
@@ -192,7 +193,8 @@ class Modnn(_Horizontal):
         self.rows.append({"phase": label, "devices": k, "link_mbit": rate or 0.0, "frames": len(self.x),
                           "latency_ms": float(np.median(lat)), "single_device_ms": self.ref_ms,
                           "max_abs_diff": diff, "exact": diff <= self.p.tolerance,
-                          "workers": ",".join(workers), "row_shares": ",".join(f"{w / sum(weights):.2f}" for w in weights),
+                          "workers": ",".join(workers),
+                          "row_shares": ",".join(f"{w / sum(weights):.2f}" for w in weights),
                           "paper": PAPER_MODNN})
         return StepResult(progress=1, done=not self.todo, info={"label": label})
 
@@ -267,8 +269,9 @@ class DeepThings(_Horizontal):
                 big = max(tiles, key=lambda t: t.in_elems)
                 shape = [1, md.input_shape[0], big.inp[0][1] - big.inp[0][0], big.inp[1][1] - big.inp[1][0]]
                 t = _probe(fused, shape, region_meta(big))
+                red = 100 * (1 - t["peak_bytes"] / w["peak_bytes"]) if w["peak_bytes"] else None
                 self.mem_rows.append({"what": f"fused ops 0..{self.p.fused}, largest tile", "grid": f"{g[0]}x{g[1]}",
-                                      **t, "reduction_pct": 100 * (1 - t["peak_bytes"] / w["peak_bytes"]) if w["peak_bytes"] else None})
+                                      **t, "reduction_pct": red})
 
 
 def _probe(path: Path, shape: list[int], region: dict[str, Any] | None = None) -> dict[str, int]:
