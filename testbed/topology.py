@@ -111,6 +111,8 @@ class Topology:
         for v in adj.values():
             v.sort(key=lambda t: t[0])
         object.__setattr__(self, "_adj", adj)
+        # BFS trees per source: all-pairs path models at hundreds of nodes would otherwise redo them
+        object.__setattr__(self, "_bfs_cache", {})
 
     def neighbours(self, name: str) -> list[str]:
         return [n for n, _ in self._adj[name]]  # type: ignore[attr-defined]
@@ -119,6 +121,9 @@ class Topology:
         return [lk for _, lk in self._adj[name]]  # type: ignore[attr-defined]
 
     def _bfs(self, src: str) -> dict[str, tuple[str, Link] | None]:
+        cache: dict[str, dict[str, tuple[str, Link] | None]] = self._bfs_cache  # type: ignore[attr-defined]
+        if src in cache:
+            return cache[src]
         prev: dict[str, tuple[str, Link] | None] = {src: None}
         queue = deque([src])
         while queue:
@@ -127,6 +132,7 @@ class Topology:
                 if nxt not in prev:
                     prev[nxt] = (cur, link)
                     queue.append(nxt)
+        cache[src] = prev
         return prev
 
     def components(self) -> list[set[str]]:
