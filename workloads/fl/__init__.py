@@ -69,7 +69,10 @@ class FLServerRole:
 
     def run_round(self, rt: Any, members: list[str], w: np.ndarray, cfg: dict[str, Any], rnd: int,
                   children: dict[str, list[str]] | None = None) -> dict[str, Any]:
-        agg = AGGREGATORS.get(cfg["algorithm"])(**cfg.get("agg_params", {}))
+        # edges return model deltas whatever their clients computed: the cloud averages them (FedAvg), or
+        # trims them when the run asks for robustness
+        name = cfg["algorithm"] if not children or cfg["algorithm"] == "trimmed_mean" else "fedavg"
+        agg = AGGREGATORS.get(name)(**(cfg.get("agg_params", {}) if name == cfg["algorithm"] else {}))
         sent0 = sum(rt.endpoint.sent_bytes.values())
         kind = "fl_edge" if children else "fl_train"
         t0 = time.monotonic_ns()
