@@ -45,6 +45,15 @@ class ComputeActor:
             self.models[key] = md.build(md.num_classes, seed, weights_path)
         return key
 
+    def unload(self, key: str) -> bool:
+        """Drop model (or chain) ``key`` and give its memory back (a Pi-class node cannot hold two VGG-16s)."""
+        import gc
+
+        found = self.models.pop(key, None) is not None
+        found = self.chains.pop(key, None) is not None or found
+        gc.collect()
+        return found
+
     def load_chain(self, key: str, model_name: str, seed: int, weights_path: str | None = None,
                    fresh: bool = False) -> list[dict[str, Any]]:
         """Load a model cut into blocks (torch.fx); returns the blocks' static facts.

@@ -394,6 +394,13 @@ class Testbed:
 
         ray.get(self.node_group[node].compute_actor.load.remote(key, model, self.seed, weights_path))
 
+    def unload_model(self, node: str, key: str) -> bool:
+        """Free model ``key`` in ``node``'s compute process (e.g. the copy loaded to fit the caps)."""
+        import ray
+
+        out: bool = ray.get(self.node_group[node].compute_actor.unload.remote(key))
+        return out
+
     def load_chain(self, node: str, key: str, model: str, weights_path: str | None = None,
                    seed: int | None = None, fresh: bool = False) -> list[dict[str, Any]]:
         """Load ``model`` cut into blocks on ``node``'s compute process; returns the blocks' facts.

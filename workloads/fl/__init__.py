@@ -82,8 +82,10 @@ class FLServerRole:
             meta: dict[str, Any] = {"role": "fl_server" if children else "fl_client", "cfg": cfg, "round": rnd}
             if children:
                 meta["members"] = children[m]
+            # an edge's own rounds wait out their clients' timeouts first
+            timeout = float(cfg["round_timeout_s"]) * ((int(cfg["edge_period"]) + 1) if children else 1)
             try:
-                reply = rt.request(m, kind, w, meta, rnd, timeout=float(cfg["round_timeout_s"]))
+                reply = rt.request(m, kind, w, meta, rnd, timeout=timeout)
             except Exception:  # a timeout or a failed member: the round goes on without it
                 return m, None, (time.monotonic_ns() - s) / 1e6
             return m, reply, (time.monotonic_ns() - s) / 1e6

@@ -110,7 +110,7 @@ def compress(delta: np.ndarray, mode: str, topk_frac: float = 0.1) -> tuple[np.n
         k = max(1, int(len(delta) * topk_frac))
         idx = np.argpartition(np.abs(delta), -k)[-k:].astype(np.int32)
         vals = delta[idx].astype(np.float32)
-        return np.concatenate([idx.view(np.uint8), vals.view(np.uint8)]), {"codec": "topk", "k": k, "n": len(delta)}
+        return np.concatenate([idx.view(np.uint8), vals.view(np.uint8)]), {"codec": "topk", "k": k, "size": len(delta)}
     if mode == "int8":
         scale = float(np.abs(delta).max()) / 127.0 or 1.0
         return np.clip(np.rint(delta / scale), -127, 127).astype(np.int8), {"codec": "int8", "scale": scale}
@@ -122,7 +122,7 @@ def decompress(payload: np.ndarray, meta: dict[str, Any]) -> np.ndarray:
     if codec == "none":
         return payload.astype(np.float32)
     if codec == "topk":
-        k, n = int(meta["k"]), int(meta["n"])
+        k, n = int(meta["k"]), int(meta["size"])
         raw = payload.view(np.uint8)
         idx = raw[:4 * k].view(np.int32)
         vals = raw[4 * k:].view(np.float32)

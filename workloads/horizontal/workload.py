@@ -93,6 +93,7 @@ class _Horizontal(Workload):
         self.params_ = role_params(self.hkey, self.hp.model)
         used = list(dict.fromkeys([self.coord, *self.devs]))
         for n in used:
+            tb.unload_model(n, self.hp.model)  # the copy the cap fit loaded: a 1 GB Pi cannot hold two VGG-16s
             tb.load_model(n, self.hkey, f"h_{self.hp.model}")
             tb.add_role(n, "hsplit", self.params_)
         md = MODELS.get(self.hp.model)
