@@ -310,3 +310,4 @@ def available_backends() -> tuple[list[str], list[str]]:
 
 def as_records(rows: list[Row]) -> list[dict[str, Any]]:
     return [dict(vars(r), ok=r.ok) for r in rows]
+
