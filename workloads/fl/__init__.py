@@ -345,23 +345,26 @@ class Federated(Workload):
         return pd.DataFrame(out)
 
     def findings(self, summary: pd.DataFrame) -> pd.DataFrame:
+        """FedAvg vs FedSGD in rounds to the target, for every flat FedAvg variant (McMahan et al.'s claim
+        is for several local epochs; one epoch is reported too, not hidden)."""
         s = summary.set_index("variant")
-        rows = []
-        avg = [v for v in s.index if str(v).startswith("fedavg") and not str(v).startswith("fedavg/E1")]
         sgd = [v for v in s.index if str(v).startswith("fedsgd")]
-        if avg and sgd:
-            a, b = s.loc[avg[0], "rounds_to_target"], s.loc[sgd[0], "rounds_to_target"]
+        avgs = [v for v in s.index if str(v).startswith("fedavg") and "hier" not in str(v)
+                and not any(k in str(v) for k in ("topk", "int8", "deadline"))]
+        rows = []
+        for avg in avgs if sgd else []:
+            a, b = s.loc[avg, "rounds_to_target"], s.loc[sgd[0], "rounds_to_target"]
             n_sgd = s.loc[sgd[0], "rounds"]
             if pd.notna(a) and pd.notna(b):
                 res = "held" if b > a else "did not hold"
-                ev = f"{avg[0]}: {int(a)} rounds, {sgd[0]}: {int(b)}; ratio {b / a:.1f}x"
+                ev = f"{avg}: {int(a)} rounds, {sgd[0]}: {int(b)}; ratio {b / a:.1f}x"
             elif pd.notna(a):
                 res = "held"
-                ev = f"{avg[0]}: {int(a)} rounds; {sgd[0]} not within {n_sgd} (ratio > {n_sgd / a:.1f}x)"
+                ev = f"{avg}: {int(a)} rounds; {sgd[0]} not within {n_sgd} (ratio > {n_sgd / a:.1f}x)"
             else:
-                res, ev = "not tested", "FedAvg did not reach the target"
-            rows.append({"finding": "FedAvg reaches the target accuracy in fewer rounds than FedSGD (survey: 10-100x)",
-                         "result": res, "held_in": "", "evidence": ev})
+                res, ev = "not tested", f"{avg} did not reach the target"
+            rows.append({"finding": f"{avg} reaches the target accuracy in fewer rounds than FedSGD "
+                                    "(survey: 10-100x fewer)", "result": res, "held_in": "", "evidence": ev})
         return pd.DataFrame(rows)
 
     @classmethod
