@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
 
 from testbed.config.models import Tier
 from testbed.errors import ConfigError
@@ -112,6 +112,60 @@ class FLServerRole:
                 + sum(int(r.meta.get("down_bytes", 0)) for _, r, _ in results if r is not None),
                 "n": sum(u.n_samples for u in updates), "times_ms": times}
 
+    def run_async(self, rt: Any, members: list[str], w: np.ndarray, cfg: dict[str, Any], rnd: int,
+                  n_updates: int) -> dict[str, Any]:
+        """Asynchronous FedAvg: every member trains on the model it was sent; each update is applied as it
+        arrives, weighted by alpha / (1 + staleness)^a (staleness: global versions since the member's copy),
+        and the member gets the new model at once. Stops after ``n_updates`` applied updates."""
+        import threading
+
+        lock = threading.Lock()
+        state: dict[str, Any] = {"w": w.astype(np.float32).copy(), "version": 0, "applied": 0, "up": 0}
+        staleness: list[int] = []
+        contributors: list[str] = []
+        failed: list[str] = []
+        alpha, expo = float(cfg.get("async_alpha", 0.6)), float(cfg.get("staleness_exp", 0.5))
+        sent0 = sum(rt.endpoint.sent_bytes.values())
+        t0 = time.monotonic_ns()
+        meta: dict[str, Any] = {"role": "fl_client", "cfg": cfg, "round": rnd}
+
+        def worker(m: str) -> None:
+            while True:
+                with lock:
+                    if state["applied"] >= n_updates:
+                        return
+                    w_now, v = state["w"].copy(), state["version"]
+                try:
+                    reply = rt.request(m, "fl_train", w_now, meta, rnd, timeout=float(cfg["round_timeout_s"]))
+                except Exception:
+                    failed.append(m)
+                    return
+                if reply.array is None:
+                    failed.append(m)
+                    return
+                delta = decompress(reply.array, reply.meta)
+                with lock:
+                    if state["applied"] >= n_updates:
+                        return  # the target count was reached while this one trained: not applied
+                    stale = state["version"] - v
+                    state["w"] = (state["w"] + alpha / (1 + stale) ** expo * delta).astype(np.float32)
+                    state["version"] += 1
+                    state["applied"] += 1
+                    state["up"] += reply.payload_bytes
+                    staleness.append(stale)
+                    contributors.append(m)
+
+        threads = [threading.Thread(target=worker, args=(m,), daemon=True) for m in members]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        rt.span("round", t0, time.monotonic_ns(), request_id=rnd, members=len(members), failed=len(failed))
+        return {"w": state["w"], "contributors": sorted(set(contributors)), "failed": failed, "up_bytes": state["up"],
+                "down_bytes": sum(rt.endpoint.sent_bytes.values()) - sent0, "n": len(contributors), "times_ms": {},
+                "staleness_mean": float(np.mean(staleness)) if staleness else 0.0,
+                "staleness_max": int(max(staleness)) if staleness else 0, "updates": len(staleness)}
+
     def on_message(self, rt: Any, msg: Message) -> tuple[str, np.ndarray, dict[str, Any]]:
         """An edge's part of a hierarchical round: ``edge_period`` rounds with its clients, then its delta."""
         assert msg.array is not None
@@ -154,6 +208,15 @@ class Variant(BaseModel):
     hierarchical: bool | None = None  # None: when the topology has edge nodes
     edge_period: PositiveInt = 1
     rounds: PositiveInt | None = None
+    mode: Literal["sync", "async"] = "sync"  # async: updates applied as they arrive (flat, fedavg/fedprox)
+    staleness_exp: float = Field(0.5, ge=0)
+    async_alpha: float = Field(0.6, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _async_needs_deltas(self) -> Variant:
+        if self.mode == "async" and (self.algorithm not in ("fedavg", "fedprox") or self.hierarchical):
+            raise ValueError("mode: async applies model deltas as they arrive: use fedavg or fedprox, flat")
+        return self
 
     def label(self) -> str:
         if self.name:
@@ -163,6 +226,8 @@ class Variant(BaseModel):
             bits.append(self.compression)
         if self.hierarchical:
             bits.append(f"hier{self.edge_period}")
+        if self.mode == "async":
+            bits.append("async")
         return "/".join(bits)
 
 
@@ -260,7 +325,8 @@ class Federated(Workload):
         return {"variant": v.label(), "algorithm": v.algorithm, "agg_params": params, "mode": agg.client_mode,
                 "local_epochs": v.local_epochs, "lr": v.lr, "batch": v.batch, "mu": mu, "seed": self.seed,
                 "compression": v.compression, "topk_frac": v.topk_frac, "edge_period": v.edge_period,
-                "round_timeout_s": self.p.round_timeout_s}
+                "round_timeout_s": self.p.round_timeout_s, "staleness_exp": v.staleness_exp,
+                "async_alpha": v.async_alpha}
 
     def step(self, tb: Any) -> StepResult:
         vi, rnd = self.schedule.pop(0)
@@ -284,7 +350,11 @@ class Federated(Workload):
         label = v.label()
         tb.set_phase(f"{label}/r{rnd}")
         t0 = time.monotonic()
-        if hier and self.edges:
+        if v.mode == "async":
+            # one "round" = as many applied updates as clients selected, so rounds stay comparable
+            res = tb.call(self.cloud, "fl_server", "run_async", timeout=3600, members=chosen, w=self.w, cfg=cfg,
+                          rnd=rnd, n_updates=len(chosen))
+        elif hier and self.edges:
             children: dict[str, list[str]] = {}
             for c in chosen:
                 children.setdefault(self.edge_of[c], []).append(c)
@@ -306,7 +376,9 @@ class Federated(Workload):
                           "round_s": time.monotonic() - t0, "wall_s": time.monotonic() - self.t_variant,
                           "up_bytes": res["up_bytes"], "down_bytes": res["down_bytes"],
                           "cum_bytes": self.bytes_variant, "selected": len(chosen), "skipped_deadline": len(skipped),
-                          "contributed": len(res["contributors"]), "failed": ",".join(sorted(res["failed"]))})
+                          "contributed": len(res["contributors"]), "failed": ",".join(sorted(res["failed"])),
+                          "staleness_mean": res.get("staleness_mean", 0.0),
+                          "staleness_max": res.get("staleness_max", 0)})
         return StepResult(progress=1, done=not self.schedule, info={"label": f"{label} r{rnd + 1} acc {acc:.3f}"})
 
     def _evaluate(self, w: np.ndarray) -> tuple[float, float]:
