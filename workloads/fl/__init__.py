@@ -114,9 +114,9 @@ class FLServerRole:
 
     def run_async(self, rt: Any, members: list[str], w: np.ndarray, cfg: dict[str, Any], rnd: int,
                   n_updates: int) -> dict[str, Any]:
-        """Asynchronous FedAvg: every member trains on the model it was sent; each update is applied as it
-        arrives, weighted by alpha / (1 + staleness)^a (staleness: global versions since the member's copy),
-        and the member gets the new model at once. Stops after ``n_updates`` applied updates."""
+        """Asynchronous FedAvg (FedAsync): every member trains on the model it was sent; as each result
+        arrives, the global model moves towards it by alpha / (1 + staleness)^a (staleness: global versions
+        since the member's copy), and the member gets the new model at once. Stops after ``n_updates``."""
         import threading
 
         lock = threading.Lock()
@@ -148,7 +148,9 @@ class FLServerRole:
                     if state["applied"] >= n_updates:
                         return  # the target count was reached while this one trained: not applied
                     stale = state["version"] - v
-                    state["w"] = (state["w"] + alpha / (1 + stale) ** expo * delta).astype(np.float32)
+                    # FedAsync (Xie et al.): mix the client's model, built on version v, into the current one
+                    mix = alpha / (1 + stale) ** expo
+                    state["w"] = ((1 - mix) * state["w"] + mix * (w_now + delta)).astype(np.float32)
                     state["version"] += 1
                     state["applied"] += 1
                     state["up"] += reply.payload_bytes
