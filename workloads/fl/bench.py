@@ -29,7 +29,7 @@ def bench_fl_flower(clients: int = 10, rounds: int = 6, flower_python: str | Non
     from testbed.errors import ConfigError
     from testbed.runner import run_experiment
 
-    py = Path(flower_python or Path(FLOWER_VENV) / "bin" / "python")
+    py = Path(flower_python or Path(FLOWER_VENV) / "bin" / "python").absolute()
     if not py.exists():
         raise ConfigError(f"no Flower interpreter at {py}", file="testbed bench fl-flower", path="--flower-python",
                           fix="run scripts/setup-flower-venv.sh (a separate venv with flwr[simulation]) first")

@@ -24,7 +24,7 @@ def flat(model: Any) -> np.ndarray:
 def load_flat(model: Any, w: Any) -> None:
     import torch
 
-    w = torch.as_tensor(w, dtype=torch.float32)
+    w = torch.as_tensor(np.array(w, dtype=np.float32, copy=True))
     i = 0
     with torch.no_grad():
         for p in model.parameters():
