@@ -23,6 +23,18 @@ if TYPE_CHECKING:
     from testbed.topology import Topology
 
 
+def require_tiers(topology: Topology, source: str, what: str, tiers: tuple[str, ...] = ("device", "edge", "cloud"),
+                  ) -> None:
+    """Raise ``ConfigError`` unless ``topology`` has a node of every tier in ``tiers`` (for ``Workload.check``)."""
+    from testbed.config.models import Tier
+    from testbed.errors import ConfigError
+
+    for t in tiers:
+        if not topology.by_tier(Tier(t)):
+            raise ConfigError(f"{what} needs at least one {t} node", file=source, path="topology.nodes",
+                              fix=f"add a node with tier: {t}")
+
+
 @dataclass
 class StepResult:
     """What one step did: how many units of progress, and whether the workload is finished."""

@@ -21,9 +21,8 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
 from testbed.config.models import Tier
-from testbed.errors import ConfigError
 from testbed.topology import Topology
-from testbed.workload import MODELS, WORKLOADS, StepResult, Workload
+from testbed.workload import MODELS, WORKLOADS, StepResult, Workload, require_tiers
 from workloads.dil.costs import Prices, States, cost, dp_optimal, exhaustive, greedy, uniform_states
 from workloads.dil.policies import DQNPolicy, ImitationPolicy, median_us
 
@@ -74,10 +73,7 @@ class DILOffloading(Workload):
 
     @classmethod
     def check(cls, params: BaseModel, topology: Topology, source: str) -> None:
-        for tier in (Tier.DEVICE, Tier.EDGE, Tier.CLOUD):
-            if not topology.by_tier(tier):
-                raise ConfigError(f"seed 004's offloading needs a {tier.value} node", file=source,
-                                  path="topology.nodes", fix=f"add a node with tier: {tier.value}")
+        require_tiers(topology, source, "seed 004's offloading")
 
     def node_models(self, topology: Topology) -> dict[str, str | None]:
         d = topology.by_tier(Tier.DEVICE)[0]

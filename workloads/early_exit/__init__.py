@@ -30,7 +30,7 @@ from testbed.config.models import Tier
 from testbed.errors import ConfigError
 from testbed.topology import Topology
 from testbed.transport import Message
-from testbed.workload import ROLES, WORKLOADS, StepResult, Workload
+from testbed.workload import ROLES, WORKLOADS, StepResult, Workload, require_tiers
 from workloads.early_exit.model import (
     N_BLOCKS,
     ExitConfig,
@@ -220,10 +220,7 @@ class EarlyExit(Workload):
 
     @classmethod
     def check(cls, params: BaseModel, topology: Topology, source: str) -> None:
-        for tier in (Tier.DEVICE, Tier.EDGE, Tier.CLOUD):
-            if not topology.by_tier(tier):
-                raise ConfigError(f"early exit needs a {tier.value} node (test node, edge, cloud)", file=source,
-                                  path="topology.nodes", fix=f"add a node with tier: {tier.value}")
+        require_tiers(topology, source, "early exit (a test node, an edge, a cloud)")
         assert isinstance(params, ExitParams)
         if params.dataset == "cifar10" and not params.data_dir:
             raise ConfigError("cifar10 needs a local copy", file=source, path="workload.params.data_dir",

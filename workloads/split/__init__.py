@@ -20,10 +20,9 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator
 
 from testbed.config.models import LinkSpec, Tier
-from testbed.errors import ConfigError
 from testbed.topology import Topology
 from testbed.transport import Message
-from testbed.workload import MODELS, ROLES, WORKLOADS, StepResult, Workload
+from testbed.workload import MODELS, ROLES, WORKLOADS, StepResult, Workload, require_tiers
 from workloads.split.planner import PLANNERS, PathState, SplitProfile, predict
 from workloads.split.regression import LayerRegression
 
@@ -189,10 +188,7 @@ class SplitInference(Workload):
 
     @classmethod
     def check(cls, params: BaseModel, topology: Topology, source: str) -> None:
-        for tier in (Tier.DEVICE, Tier.EDGE, Tier.CLOUD):
-            if not topology.by_tier(tier):
-                raise ConfigError(f"split inference needs at least one {tier.value} node", file=source,
-                                  path="topology", fix=f"add a node with tier: {tier.value}")
+        require_tiers(topology, source, "split inference")
 
     def _route(self, topology: Topology, d: str) -> tuple[str, str]:
         return topology.nearest(d, Tier.EDGE), topology.nearest(d, Tier.CLOUD)
