@@ -222,14 +222,21 @@ def _print_rows(rows: list[Any]) -> None:
 
 
 @app.command()
-def bench(which: Annotated[str, typer.Argument(help="links | transport | classes | demo | fl-flower | all")] = "all",
-          out: Annotated[Path, typer.Option(help="where to store the JSON record")] = Path("results/bench")) -> None:
+def bench(which: Annotated[str, typer.Argument(
+              help="links | transport | classes | demo | fl-flower | all | seeds (the seeds' findings)")] = "all",
+          out: Annotated[Path, typer.Option(help="where to store the JSON record")] = Path("results/bench"),
+          size: Annotated[str, typer.Option(help="seeds suite size: quick (about 10 min) or full")] = "quick",
+          only: Annotated[str | None, typer.Option(help="seeds suite: only entries whose name contains this")] = None,
+          ) -> None:
     """Measure the emulation against its targets and print measured beside target."""
     import datetime as dt
 
     from testbed import bench as b
 
     logging.basicConfig(level=logging.WARNING)
+    if which == "seeds":
+        _seeds(size, out, only)
+        return
     links, compute = b.available_backends()
     jobs: dict[str, Callable[[], list[b.Row]]] = {
         "links": lambda: b.bench_links(links), "transport": lambda: sum((b.bench_transport(x) for x in links), []),
@@ -249,6 +256,24 @@ def bench(which: Annotated[str, typer.Argument(help="links | transport | classes
     f = out / f"{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-{which}.json"
     f.write_text(json.dumps(b.as_records(rows), indent=2))
     console.print(f"record: {f}")
+
+
+def _seeds(size: str, out: Path, only: str | None) -> None:
+    from testbed.suites import run_suite
+
+    if size not in ("quick", "full"):
+        err_console.print(f"[red]error[/]: --size {size!r}: use quick or full")
+        raise typer.Exit(2)
+    with console.status("seeds suite ...") as st:
+        rows, suite_dir = run_suite(size, out, only, progress=lambda name: st.update(f"seeds suite: {name}"))
+    t = Table(title=f"seeds suite ({size})")
+    for c in ("entry", "finding", "verdict", "evidence"):
+        t.add_column(c, overflow="fold")
+    colour = {"PASS": "green", "FAIL": "red", "ERROR": "red"}
+    for r in rows:
+        t.add_row(r["entry"], r["finding"], f"[{colour.get(r['verdict'], 'cyan')}]{r['verdict']}[/]", r["evidence"])
+    console.print(t)
+    console.print(f"report: {suite_dir / 'index.html'}  summary: {suite_dir / 'summary.json'}")
 
 
 def _fl_flower() -> list[Any]:

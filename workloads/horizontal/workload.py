@@ -163,6 +163,23 @@ class _Horizontal(Workload):
         return df
 
 
+def _scaling_findings(summary: pd.DataFrame, paper: str) -> pd.DataFrame:
+    rows = [{"finding": "every distributed output equals the unsplit model's (max abs diff <= tolerance)",
+             "result": "held" if bool(summary.exact.all()) else "did not hold",
+             "held_in": f"{int(summary.exact.sum())}/{len(summary)}",
+             "evidence": f"max abs diff {summary.max_abs_diff.max():.2e}"}]
+    keys = ["link_mbit"] + (["grid"] if "grid" in summary else [])
+    for key, g in summary.groupby(keys):
+        top = g[g.devices == g.devices.max()].iloc[0]
+        if top.devices > 1:
+            where = ", ".join(f"{k} {v}" for k, v in zip(keys, np.atleast_1d(key).tolist(), strict=True))
+            rows.append({"finding": f"more devices are faster than one ({where}; paper: {paper})",
+                         "result": "held" if top.speedup_vs_1 > 1 else "did not hold", "held_in": "",
+                         "evidence": f"{int(top.devices)} devices: {top.speedup_vs_1:.2f}x over 1, "
+                                     f"{top.speedup_vs_unsplit:.2f}x over the unsplit model"})
+    return pd.DataFrame(rows)
+
+
 @WORKLOADS.register("modnn")
 class Modnn(_Horizontal):
     Params = ModnnParams
@@ -175,6 +192,9 @@ class Modnn(_Horizontal):
 
     def _plan(self) -> list[tuple[Any, ...]]:
         return [(r, k) for r in self.rates for k in self.p.devices]
+
+    def findings(self, summary: pd.DataFrame) -> pd.DataFrame:
+        return _scaling_findings(summary, "2.17-4.28x from 2 to 4 workers")
 
     def step(self, tb: Any) -> StepResult:
         rate, k = self.todo.pop(0)
@@ -224,6 +244,9 @@ class DeepThings(_Horizontal):
 
     def _plan(self) -> list[tuple[Any, ...]]:
         return [(r, k, tuple(g)) for r in self.rates for g in self.p.grids for k in self.p.devices]
+
+    def findings(self, summary: pd.DataFrame) -> pd.DataFrame:
+        return _scaling_findings(summary, "1.7-3.5x faster inference")
 
     def step(self, tb: Any) -> StepResult:
         rate, k, g = self.todo.pop(0)

@@ -185,6 +185,25 @@ class LayerScheduling(Workload):
                               for t in self.types for k in range(t.layers)])
         return {"task_types": types, "deployments": pd.DataFrame(self.rows), "online_curve": pd.DataFrame(self.curve)}
 
+    def findings(self, summary: pd.DataFrame) -> pd.DataFrame:
+        """Seed 001's Fig. 4 claims on this run's means."""
+        rows = []
+        a = summary[summary.figure == "fig4a"].pivot_table(index="edges", columns="algorithm", values="deployed")
+        fixed = [c for c in a.columns if str(c).startswith("fixed_k")]
+        if "scheduling" in a and fixed:
+            ok = [bool(a.loc[n, "scheduling"] >= a.loc[n, fixed].max()) for n in a.index]
+            rows.append({"finding": "scheduling deploys more tasks than every fixed k (Fig. 4a)",
+                         "result": "held" if all(ok) else "did not hold", "held_in": f"{sum(ok)}/{len(ok)}",
+                         "evidence": "; ".join(f"{n} servers: {a.loc[n, 'scheduling']:.0f} vs best fixed "
+                                               f"{a.loc[n, fixed].max():.0f}" for n in a.index)})
+        b = summary[summary.figure == "fig4b"].set_index("algorithm").deployed
+        if {"online", "fifo", "lbf"} <= set(b.index):
+            ok = [bool(b["online"] > b["fifo"]), bool(b["online"] > b["lbf"])]
+            rows.append({"finding": "online deploys more than FIFO and LBF after 1000 arrivals (Fig. 4b)",
+                         "result": "held" if all(ok) else "did not hold", "held_in": f"{sum(ok)}/2",
+                         "evidence": f"online {b['online']:.0f}, FIFO {b['fifo']:.0f}, LBF {b['lbf']:.0f}"})
+        return pd.DataFrame(rows)
+
     def summarize(self, spans: pd.DataFrame) -> pd.DataFrame:
         df = pd.DataFrame(self.rows)
         if df.empty:

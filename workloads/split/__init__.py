@@ -409,6 +409,23 @@ class SplitInference(Workload):
     def artifacts(self) -> dict[str, pd.DataFrame]:
         return {"profile": pd.DataFrame(self.profile_rows), "plans": pd.DataFrame(self.plan_rows)}
 
+    def findings(self, summary: pd.DataFrame) -> pd.DataFrame:
+        """Neurosurgeon's cut moves toward the device as the uplink falls; planners predict within 10 %."""
+        rows = []
+        ns = summary[summary.planner == "neurosurgeon_latency"].dropna(subset=["uplink_mbit"])
+        if ns.uplink_mbit.nunique() > 1:
+            g = ns.groupby("uplink_mbit").c1.max().sort_index(ascending=False)
+            ok = bool((g.diff().dropna() >= 0).all()) and g.iloc[-1] > g.iloc[0]
+            rows.append({"finding": "the Neurosurgeon cut moves toward the device as the uplink falls",
+                         "result": "held" if ok else "did not hold", "held_in": "",
+                         "evidence": ", ".join(f"{r:g} Mbit/s: c1={int(c)}" for r, c in g.items())})
+        if "error_pct_median" in summary and summary.error_pct_median.notna().any():
+            med = float(summary.error_pct_median.abs().median())
+            rows.append({"finding": "planner prediction error <= 10 % (median |error|)",
+                         "result": "held" if med <= 10 else "did not hold", "held_in": "",
+                         "evidence": f"median |error| {med:.1f} % over {len(summary)} planner runs"})
+        return pd.DataFrame(rows)
+
     def summarize(self, spans: pd.DataFrame) -> pd.DataFrame:
         req = spans[spans.kind == "request"].copy()
         if req.empty:

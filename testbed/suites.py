@@ -1,0 +1,136 @@
+"""Benchmark suites that reproduce the seeds' findings: ``testbed bench seeds [--size quick|full]``.
+
+Each entry is an experiment under ``experiments/`` (the ``full`` size runs it as it is; ``quick`` overrides
+some workload parameters so the whole suite fits in about ten minutes on the project machine). Every
+run's ``findings.csv`` becomes lines of PASS ("held"), FAIL ("did not hold") or INFO ("measured"), with the
+paper's value and ours in the evidence. A FAIL is a finding, reported as such.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import json
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    experiment: str  # under experiments/
+    quick: dict[str, Any] = field(default_factory=dict)  # workload.params overrides for the quick size
+    quick_skip: bool = False
+
+
+SEEDS: tuple[Entry, ...] = (
+    Entry("seed 001 Fig. 4 (layer scheduling)", "seed001_layer_scheduling.yaml", {"repetitions": 1}),
+    Entry("Neurosurgeon: cut vs uplink", "neurosurgeon_uplink_sweep.yaml",
+          {"uplink_mbit": [100, 10, 1], "requests_per_planner": 3, "planners": ["neurosurgeon_latency"]}),
+    Entry("seed 002 Fig. 5 (uploading plans)", "seed002_uploading.yaml", {"models": ["alexnet"], "offloading_reps": 2}),
+    Entry("seed 003 SEM vs MEM, thresholds, DDNN", "seed003_early_exit.yaml",
+          {"variants": ["sem2", "sem5", "sem8", "mem"], "mem_exits": [2, 5, 8], "thresholds": [0.1, 0.5],
+           "test_samples": 160, "edgent": None}),
+    Entry("seed 004 DIL cost reductions", "seed004_dil.yaml",
+          {"demonstrations": 20000, "test_states": 2000, "dqn_steps": 1000, "decision_time_t": [4, 6, 8],
+           "testbed_demonstrations": 5000, "execute_states": 1}),
+    Entry("DeepThings FTP scaling", "deepthings_yolo.yaml", {"devices": [1, 4], "grids": [[3, 3]], "frames": 2}),
+    Entry("MoDNN scaling", "modnn_vgg16.yaml", quick_skip=True),  # VGG-16 on seven Pi 3Bs: minutes per point
+    Entry("FedAvg vs FedSGD rounds", "fl_compare.yaml",
+          {"rounds": 12, "dropouts": [], "variants": [
+              {"name": "fedavg/E5", "algorithm": "fedavg", "hierarchical": False, "local_epochs": 5},
+              {"algorithm": "fedsgd", "hierarchical": False, "server_lr": 0.5, "rounds": 24}]}),
+)
+
+VERDICT = {"held": "PASS", "did not hold": "FAIL"}
+
+
+def _experiment_file(entry: Entry, size: str, tmp: Path) -> Path:
+    src = ROOT / "experiments" / entry.experiment
+    if size == "full" or not entry.quick:
+        return src
+    spec = yaml.safe_load(src.read_text())
+    spec["topology"] = str((src.parent / spec["topology"]).resolve())
+    params = dict(spec["workload"].get("params") or {})
+    for k, v in entry.quick.items():
+        if v is None:
+            params.pop(k, None)
+        else:
+            params[k] = v
+    spec["workload"]["params"] = params
+    out = tmp / entry.experiment
+    out.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return out
+
+
+def run_suite(size: str = "quick", out_root: Path = Path("results/bench"), only: str | None = None,
+              progress: Any = None) -> tuple[list[dict[str, Any]], Path]:
+    """Run the ``seeds`` suite; returns the verdict rows and the suite directory (summary.json, index.html)."""
+    import pandas as pd
+
+    from testbed.config.loader import load_experiment
+    from testbed.report import render_report
+    from testbed.runner import run_experiment
+
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    suite_dir = out_root / f"seeds-{size}-{stamp}"
+    suite_dir.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as d:
+        for entry in SEEDS:
+            if only and only not in entry.name and only not in entry.experiment:
+                continue
+            if size == "quick" and entry.quick_skip:
+                rows.append({"entry": entry.name, "finding": "(skipped in the quick size)", "verdict": "SKIP",
+                             "evidence": "run with --size full", "run": ""})
+                continue
+            if progress:
+                progress(entry.name)
+            t0 = time.monotonic()
+            try:
+                outcome = run_experiment(load_experiment(_experiment_file(entry, size, Path(d))), suite_dir / "runs")
+            except Exception as exc:  # one broken entry must not hide the others' verdicts
+                rows.append({"entry": entry.name, "finding": "(the run failed)", "verdict": "ERROR",
+                             "evidence": f"{type(exc).__name__}: {exc}"[:500], "run": ""})
+                continue
+            wall = time.monotonic() - t0
+            try:
+                render_report(outcome.path)
+            except Exception as exc:  # the verdicts stand without the figures
+                rows.append({"entry": entry.name, "finding": "(report)", "verdict": "INFO",
+                             "evidence": f"report not written: {exc}"[:300], "run": str(outcome.path)})
+            f = outcome.path / "findings.csv"
+            found = pd.read_csv(f) if f.exists() else pd.DataFrame()
+            if found.empty:
+                rows.append({"entry": entry.name, "finding": "(no findings recorded)", "verdict": "INFO",
+                             "evidence": f"status {outcome.status}", "run": str(outcome.path), "wall_s": wall})
+            for r in found.itertuples():
+                rows.append({"entry": entry.name, "finding": str(r.finding),
+                             "verdict": VERDICT.get(str(r.result), "INFO"),
+                             "evidence": "" if pd.isna(r.evidence) else str(r.evidence),
+                             "run": str(outcome.path), "wall_s": wall})
+    (suite_dir / "summary.json").write_text(json.dumps(rows, indent=2, default=str))
+    _html(rows, suite_dir, size)
+    return rows, suite_dir
+
+
+def _html(rows: list[dict[str, Any]], suite_dir: Path, size: str) -> None:
+    colour = {"PASS": "#1a7f37", "FAIL": "#cf222e", "ERROR": "#cf222e"}
+    body = [f"<h1>Seeds suite ({size})</h1><table border=1 cellpadding=4><tr><th>entry</th><th>finding</th>"
+            "<th>verdict</th><th>evidence (ours vs the paper)</th><th>run</th></tr>"]
+    for r in rows:
+        run = Path(r["run"]) if r.get("run") else None
+        link = (f"<a href='{html.escape(str(run.relative_to(suite_dir)))}/report.html'>report</a>"
+                if run and (run / "report.html").exists() and suite_dir in run.parents else "")
+        body.append(f"<tr><td>{html.escape(r['entry'])}</td><td>{html.escape(r['finding'])}</td>"
+                    f"<td style='color:{colour.get(r['verdict'], '#555')}'><b>{r['verdict']}</b></td>"
+                    f"<td>{html.escape(r['evidence'])}</td><td>{link}</td></tr>")
+    body.append("</table>")
+    (suite_dir / "index.html").write_text("<html><body>" + "".join(body) + "</body></html>")
