@@ -414,7 +414,7 @@ class Federated(Workload):
                         "wall_s_to_target": float(first["wall_s"]) if first is not None else None,
                         "bytes_to_target": int(first["cum_bytes"]) if first is not None else None,
                         "mean_round_s": g.round_s.mean(),
-                        "bytes_per_round": g[["up_bytes", "down_bytes"]].sum(1).mean(),
+                        "bytes_per_round": g[["up_bytes", "down_bytes"]].sum(axis=1).mean(),
                         "up_bytes_per_round": g.up_bytes.mean(), "clients_failed": int((g.failed.str.len() > 0).sum())})
         return pd.DataFrame(out)
 
