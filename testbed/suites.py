@@ -134,3 +134,63 @@ def _html(rows: list[dict[str, Any]], suite_dir: Path, size: str) -> None:
                     f"<td>{html.escape(r['evidence'])}</td><td>{link}</td></tr>")
     body.append("</table>")
     (suite_dir / "index.html").write_text("<html><body>" + "".join(body) + "</body></html>")
+
+
+def run_scale(sizes: tuple[int, ...] = (10, 50, 200), out_root: Path = Path("results/bench"), pool: int = 50,
+              links: str = "auto") -> tuple[list[dict[str, Any]], Path]:
+    """Start-up time and memory of a testbed of N emulated devices (pools of ``pool``) plus one cloud node,
+    each running one FedAvg round with a fifth of the devices; one run per size, written with a plot."""
+    import pandas as pd
+
+    from testbed.config.loader import load_experiment
+    from testbed.results import load
+    from testbed.runner import run_experiment
+
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = out_root / f"scale-{stamp}"
+    out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as d:
+        for n in sizes:
+            pools = [min(pool, n - i) for i in range(0, n, pool)]
+            nodes = "\n".join(f"  - {{name: d{j}_, tier: device, hardware_class: rpi4b, count: {c}}}"
+                              for j, c in enumerate(pools))
+            lks = "\n".join(f"  - {{ends: [d{j}_, cloud], link_class: wifi_n}}" for j in range(len(pools)))
+            topo = Path(d) / f"scale{n}.yaml"
+            topo.write_text(f"name: scale{n}\nnodes:\n{nodes}\n  - {{name: cloud, tier: cloud, hardware_class: "
+                            f"cloud_gpu}}\nlinks:\n{lks}\n")
+            exp = Path(d) / f"exp{n}.yaml"
+            exp.write_text(f"name: scale{n}\ntopology: {topo}\nbackends: {{links: {links}}}\nworkload:\n"
+                           "  name: federated\n  params: {rounds: 1, variants: [{algorithm: fedavg, fraction: 0.2}]}\n")
+            t0 = time.monotonic()
+            outcome = run_experiment(load_experiment(exp), out / "runs")
+            wall = time.monotonic() - t0
+            run = load(outcome.path)
+            setup = run.manifest.get("setup_timings_s", {})
+            res = run.resources
+            rss = float(res.groupby(["node", "process"]).rss_bytes.max().sum()) if not res.empty else float("nan")
+            rows.append({"devices": n, "processes": 2 * (len(pools) + 1), "status": outcome.status,
+                         "ray_init_s": setup.get("ray_init_s"), "network_build_s": setup.get("network_build_s"),
+                         "actors_start_s": setup.get("actors_start_s"), "run_wall_s": wall,
+                         "links": run.manifest.get("backends", {}).get("links"),
+                         "rss_total_mib": rss / 2**20, "rss_per_device_mib": rss / 2**20 / n})
+    df = pd.DataFrame(rows)
+    (out / "summary.json").write_text(df.to_json(orient="records", indent=2))
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
+    ax[0].plot(df.devices, df.network_build_s, marker="o", label="network build")
+    ax[0].plot(df.devices, df.actors_start_s, marker="o", label="actors start")
+    ax[0].plot(df.devices, df.run_wall_s, marker="o", label="whole run (1 FL round)")
+    ax[0].set_xlabel("emulated devices")
+    ax[0].set_ylabel("s")
+    ax[0].legend()
+    ax[1].plot(df.devices, df.rss_total_mib, marker="o")
+    ax[1].set_xlabel("emulated devices")
+    ax[1].set_ylabel("resident memory, all processes (MiB)")
+    fig.tight_layout()
+    fig.savefig(out / "scale.png", dpi=110)
+    return rows, out

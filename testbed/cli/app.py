@@ -223,7 +223,7 @@ def _print_rows(rows: list[Any]) -> None:
 
 @app.command()
 def bench(which: Annotated[str, typer.Argument(
-              help="links | transport | classes | demo | fl-flower | all | seeds (the seeds' findings)")] = "all",
+              help="links | transport | classes | demo | fl-flower | all | seeds | scale")] = "all",
           out: Annotated[Path, typer.Option(help="where to store the JSON record")] = Path("results/bench"),
           size: Annotated[str, typer.Option(help="seeds suite size: quick (about 10 min) or full")] = "quick",
           only: Annotated[str | None, typer.Option(help="seeds suite: only entries whose name contains this")] = None,
@@ -236,6 +236,16 @@ def bench(which: Annotated[str, typer.Argument(
     logging.basicConfig(level=logging.WARNING)
     if which == "seeds":
         _seeds(size, out, only)
+        return
+    if which == "scale":
+        import pandas as pd
+
+        from testbed.suites import run_scale
+
+        with console.status("scale: 10, 50 and 200 emulated devices ..."):
+            srows, sdir = run_scale(out_root=out)
+        console.print(table_from_frame(pd.DataFrame(srows), title="start-up time and memory"))
+        console.print(f"plot: {sdir / 'scale.png'}")
         return
     links, compute = b.available_backends()
     jobs: dict[str, Callable[[], list[b.Row]]] = {
