@@ -43,6 +43,7 @@ class OffloadParams(BaseModel):
     profile_iters: PositiveInt = 3
     max_predicted_s: PositiveFloat = 20.0  # plans predicted slower than this per query are not executed
     upload_plan: Literal["none", "direct", "ionn", "efficiency", "recursive"] = "none"
+    upload_placement: Algorithm = "pso"  # whose placement step 2 uploads to (the seed's two-step method: PSO)
     horizon_factor: PositiveFloat = 1.2
 
     @field_validator("models")
@@ -187,12 +188,13 @@ class PartitionOffloading(Workload):
         self.rows.append(row)
 
     def _upload(self, tb: Any) -> None:
-        """Step 2 on the PSO placement (or the first algorithm's): upload while querying, all clients at once."""
+        """Step 2 on ``upload_placement``'s placement (PSO by default): upload while querying, all clients at once."""
         import ray
 
         topo: Topology = tb.topology
-        base = next((a for a in ("pso", *self.p.algorithms) if a in self.chosen), None)
-        plan = self.chosen[base] if base else choose("pso", self.env, self.rng)
+        want = self.p.upload_placement
+        plan = self.chosen[want] if want in self.chosen else (
+            [(cl.n, 0) for cl in self.env.clients] if want == "local" else choose(want, self.env, self.rng))
         jobs = []
         tb.set_phase("upload")
         for i, (c, (k, s)) in enumerate(zip(self.clients, plan, strict=True)):
