@@ -425,6 +425,16 @@ class Testbed:
         out: dict[str, list[float]] = ray.get(self.node_group[node].compute_actor.profile_blocks.remote(key, iters))
         return out
 
+    def block_ms(self, node: str, key: str, model: str, iters: int = 5) -> list[float]:
+        """Per-block ms of chain ``key`` on ``node`` under its caps: the whole chain as requests see it
+        (median wall time of ``iters`` calls through the call path), spread over the blocks by their
+        measured thread-CPU share."""
+        import statistics
+
+        cpu = self.profile_blocks(node, key, iters)["cpu_ms"]
+        whole = statistics.median(self.probe(node, key, model, iters)[0])
+        return [c * whole / sum(cpu) for c in cpu]
+
     def set_link(self, index: int, up: LinkSpec, down: LinkSpec) -> None:
         """Re-shape link ``index`` while the run goes on (replaces, never stacks).
 

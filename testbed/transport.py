@@ -77,6 +77,11 @@ def wire_bytes(payload: int) -> int:
     return max(1, math.ceil(payload / SEGMENT)) * (WIRE_PER_SEGMENT - SEGMENT) + payload
 
 
+def goodput_bytes_per_s(rate_mbit: float) -> float:
+    """Payload bytes per second a link of ``rate_mbit`` carries once framing and headers are paid."""
+    return rate_mbit * 1e6 / 8 * (1 << 20) / wire_bytes(1 << 20)
+
+
 class TokenBucket:
     """Paces a sender to ``rate_mbit`` of wire bytes, with a small bucket (2 ms, like our TBF)."""
 

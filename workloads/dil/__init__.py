@@ -187,9 +187,7 @@ class DILOffloading(Workload):
             infos = tb.load_chain(n, "dil", model)
             tb.add_role(n, "split", {"key": "dil", "input_shape": list(MODELS.get(model).input_shape),
                                      "compression": "none"})
-            cpu = np.asarray(tb.profile_blocks(n, "dil", 3)["cpu_ms"])
-            whole = float(np.median(tb.probe(n, "dil", model, 3)[0]))
-            ms[n] = cpu * whole / cpu.sum()
+            ms[n] = np.asarray(tb.block_ms(n, "dil", model, 3))
         t = self.p.subtasks
         flops = np.array([float(b["flops"]) for b in infos])
         edges = np.searchsorted(np.cumsum(flops) / flops.sum(), np.arange(1, t) / t, side="left") + 1

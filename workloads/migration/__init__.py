@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
 
 from testbed.config.models import Tier
 from testbed.topology import Topology
-from testbed.transport import Message, wire_bytes
+from testbed.transport import Message, goodput_bytes_per_s
 from testbed.workload import MODELS, ROLES, WORKLOADS, StepResult, Workload
 from workloads.migration.uploading import (
     PLANS,
@@ -162,8 +162,8 @@ class DnnMigration(Workload):
             ms[n] = tuple(c * (target / sum(cpu) if target else 1.0) for c in cpu)
         up, down = topo.path(self.client, self.server), topo.path(self.server, self.client)
 
-        def per_byte(rate_mbit: float) -> float:
-            return 8 / (rate_mbit * 1e3) * wire_bytes(1 << 20) / (1 << 20)
+        def per_byte(rate_mbit: float) -> float:  # ms per payload byte
+            return 1e3 / goodput_bytes_per_s(rate_mbit)
 
         frame = int(np.prod(MODELS.get(model).input_shape))
         return MigrationProfile(ms[self.client], ms[self.server], tuple([frame] + [b["out_bytes"] for b in infos]),

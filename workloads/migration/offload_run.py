@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, f
 from testbed.config.models import Tier
 from testbed.errors import ConfigError
 from testbed.topology import Topology
-from testbed.transport import wire_bytes
+from testbed.transport import goodput_bytes_per_s
 from testbed.workload import MODELS, WORKLOADS, StepResult, Workload
 from workloads.migration.offloading import Client, Env, Plan, choose
 from workloads.migration.uploading import PLANS, MigrationProfile, plan_recursive
@@ -81,13 +81,6 @@ class PartitionOffloading(Workload):
         return {**{c: self.model_of[c] for c in self.clients}, **{s: self.p.models[-1] for s in self.servers}}
 
     # -- profiling -----------------------------------------------------------------------------
-    def _block_ms(self, tb: Any, node: str, model: str) -> list[float]:
-        """Per-block ms of ``model`` on ``node`` under its caps: the whole chain as requests see it
-        (the call path, median of ``profile_iters``), spread over blocks by their measured CPU share."""
-        cpu = tb.profile_blocks(node, model, self.p.profile_iters)["cpu_ms"]
-        whole = float(np.median(tb.probe(node, model, model, self.p.profile_iters)[0]))
-        return [c * whole / sum(cpu) for c in cpu]
-
     def setup(self, tb: Any) -> None:
         topo: Topology = tb.topology
         self._layout(topo)
@@ -99,10 +92,10 @@ class PartitionOffloading(Workload):
                 tb.load_chain(s, m, m)
         self.ms: dict[tuple[str, str], list[float]] = {}
         for n in self.clients:
-            self.ms[(n, self.model_of[n])] = self._block_ms(tb, n, self.model_of[n])
+            self.ms[(n, self.model_of[n])] = tb.block_ms(n, self.model_of[n], self.model_of[n], self.p.profile_iters)
         for n in self.servers:
             for m in self.infos:
-                self.ms[(n, m)] = self._block_ms(tb, n, m)
+                self.ms[(n, m)] = tb.block_ms(n, m, m, self.p.profile_iters)
         for n in self.clients + self.servers:
             tb.add_role(n, "split", {"key": self.model_of.get(n, self.p.models[0]), "compression": "none",
                                      "input_shape": list(MODELS.get(self.p.models[0]).input_shape)})
@@ -117,10 +110,6 @@ class PartitionOffloading(Workload):
         frame = int(np.prod(MODELS.get(model).input_shape))
         return tuple([frame] + [int(b["out_bytes"]) for b in self.infos[model]])
 
-    @staticmethod
-    def _bytes_per_s(rate_mbit: float) -> float:
-        return rate_mbit * 1e6 / 8 * (1 << 20) / wire_bytes(1 << 20)  # goodput after framing and headers
-
     def _env(self, topo: Topology) -> Env:
         clients, server_s, bw, rtt = [], [], [], []
         for c in self.clients:
@@ -128,7 +117,7 @@ class PartitionOffloading(Workload):
             clients.append(Client(tuple(x / 1e3 for x in self.ms[(c, m)]), self._cut_bytes(m)))
             server_s.append(tuple(tuple(x / 1e3 for x in self.ms[(s, m)]) for s in self.servers))
             paths = [(topo.path(c, s), topo.path(s, c)) for s in self.servers]
-            bw.append(tuple(self._bytes_per_s(up.rate_mbit) for up, _ in paths))
+            bw.append(tuple(goodput_bytes_per_s(up.rate_mbit) for up, _ in paths))
             rtt.append(tuple((up.delay_ms + down.delay_ms) / 1e3 for up, down in paths))
         return Env(tuple(clients), tuple(server_s), tuple(bw), tuple(rtt))
 
@@ -222,7 +211,7 @@ class PartitionOffloading(Workload):
 
     def _migration_profile(self, topo: Topology, client: str, server: str, model: str) -> MigrationProfile:
         up, down = topo.path(client, server), topo.path(server, client)
-        up_b, down_b = self._bytes_per_s(up.rate_mbit), self._bytes_per_s(down.rate_mbit)
+        up_b, down_b = goodput_bytes_per_s(up.rate_mbit), goodput_bytes_per_s(down.rate_mbit)
         return MigrationProfile(tuple(self.ms[(client, model)]), tuple(self.ms[(server, model)]),
                                 self._cut_bytes(model),
                                 tuple(b["param_bytes"] / up_b * 1e3 for b in self.infos[model]),
