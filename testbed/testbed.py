@@ -394,6 +394,21 @@ class Testbed:
 
         ray.get(self.node_group[node].compute_actor.load.remote(key, model, self.seed, weights_path))
 
+    def start_chain(self, gateway: str, url: str | None = None, block_ms: float | None = None) -> Any:
+        """Start the run's EVM chain (embedded py-evm, or the JSON-RPC node at ``url``) in a ``ChainActor``
+        and make ``gateway`` its entry point on the emulated network (the ``chain`` role). Returns the
+        actor's handle; the actor is killed with the testbed."""
+        import ray
+
+        from testbed.workload import ACTORS
+
+        actor = ACTORS.get("chain").options(name=f"{PREFIX}{self.run_id}-chain").remote(url, block_ms)
+        self._stack.callback(ray.kill, actor, no_restart=True)
+        self._stack.callback(lambda: ray.get(actor.close.remote(), timeout=10))
+        ray.get(actor.info.remote(), timeout=120)
+        self.add_role(gateway, "chain", {"chain": actor})
+        return actor
+
     def unload_model(self, node: str, key: str) -> bool:
         """Free model ``key`` in ``node``'s compute process (e.g. the copy loaded to fit the caps)."""
         import ray

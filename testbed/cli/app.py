@@ -90,7 +90,8 @@ def run(experiment: Annotated[Path, typer.Argument(help="experiment YAML")],
 
         for r in pd.read_csv(outcome.path / "findings.csv").itertuples():
             colour = {"held": "green", "did not hold": "red"}.get(str(r.result), "cyan")
-            console.print(f"[{colour}]{r.result}[/]: {r.finding}", highlight=False)
+            ev = f" [dim]({r.evidence})[/]" if isinstance(getattr(r, "evidence", None), str) and r.evidence else ""
+            console.print(f"[{colour}]{r.result}[/]: {r.finding}{ev}", highlight=False)
     console.print(f"results: {outcome.path}")
 
 
@@ -99,7 +100,7 @@ def _short_summary(df: object) -> object:
     import pandas as pd
 
     assert isinstance(df, pd.DataFrame)
-    names = {"device": "device", "phase": "tier", "target": "runs on", "requests": "n",
+    names = {"device": "device", "phase": "phase", "target": "runs on", "requests": "n",
              "latency_p50_ms": "p50 ms", "latency_p95_ms": "p95 ms", "compute_ms": "compute ms",
              "transfer_ms": "transfer ms", "bytes_per_request": "bytes/req", "energy_j_per_request": "J/req",
              "fastest": "fastest",
@@ -108,7 +109,11 @@ def _short_summary(df: object) -> object:
              "overall_acc": "acc %", "overall_latency_ms": "latency ms", "bytes_up_to_cloud": "bytes up",
              # partition offloading
              "algorithm": "algorithm", "predicted_total_ms": "predicted ms", "measured_total_ms": "measured ms",
-             "prediction_error_pct": "error %"}
+             "prediction_error_pct": "error %",
+             # blockchain-incentivized offloading
+             "p50_ms": "p50 ms", "overhead_p50_ms": "chain overhead ms", "tasks": "tasks", "paid": "paid",
+             "refunded": "refunded", "bad_claims_slashed": "frauds slashed", "good_claims_slashed": "honest slashed",
+             "attacks_rejected": "txs rejected"}
     cols = [c for c in names if c in df.columns]
     return df[cols].rename(columns=names) if cols else df
 

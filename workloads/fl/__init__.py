@@ -36,6 +36,19 @@ class FLClientRole:
         self.n = 0
         self.ef = ErrorFeedback()
         self.drop_rounds: set[tuple[str, int]] = set()
+        self.attacks: dict[str, dict[str, Any]] = {}  # variant -> {kind, scale, claim_samples}
+        self.wallet: Any = None
+
+    def chain_join(self, rt: Any, cfg: dict[str, Any]) -> str:
+        """BlockFL: make this client's wallet and stake its deposit (its own transaction, over its links)."""
+        from testbed.chain.client import node_wallet
+
+        self.wallet = node_wallet(rt, cfg)
+        self.wallet.transact("register", False, value=int(cfg["deposit_wei"]))
+        return str(self.wallet.address)
+
+    def attack_in(self, rt: Any, variant: str, kind: str, scale: float, claim_samples: int | None) -> None:
+        self.attacks[variant] = {"kind": kind, "scale": scale, "claim_samples": claim_samples}
 
     def load_data(self, rt: Any, x: np.ndarray, labels: list[int]) -> int:
         rt.compute(KEY, x, -1, method="set_data", kwargs={"client": rt.name, "labels": labels})
@@ -46,7 +59,7 @@ class FLClientRole:
     def drop_in(self, rt: Any, variant: str, rounds: list[int]) -> None:
         self.drop_rounds |= {(variant, r) for r in rounds}
 
-    def on_message(self, rt: Any, msg: Message) -> tuple[str, np.ndarray, dict[str, Any]] | None:
+    def on_message(self, rt: Any, msg: Message) -> tuple[str, np.ndarray | None, dict[str, Any]] | None:
         assert msg.array is not None
         c = msg.meta["cfg"]
         rnd = int(msg.meta["round"])
@@ -56,8 +69,29 @@ class FLClientRole:
         delta = rt.compute(KEY, msg.array, rnd, method="local_train", kwargs={
             "client": rt.name, "epochs": c["local_epochs"], "lr": c["lr"], "batch": c["batch"], "mu": c["mu"],
             "mode": c["mode"], "seed": int(c["seed"]) * 100_003 + rnd})
-        payload, meta = self.ef(np.asarray(delta, np.float32), c["compression"], c["topk_frac"])
-        return "fl_update", payload, dict(meta, n=self.n)
+        delta = np.asarray(delta, np.float32)
+        n = self.n
+        attack = self.attacks.get(c["variant"])
+        if attack is not None and rnd >= int(attack.get("from_round", 0)):
+            rt.span("attack", time.monotonic_ns(), time.monotonic_ns(), request_id=rnd, attack=attack["kind"])
+            if attack["kind"] == "poison":  # model poisoning: the update reversed and scaled up
+                delta = (-float(attack["scale"]) * delta).astype(np.float32)
+            else:  # free rider: no training, a tiny random update, and a claim of many samples
+                delta = (rt.rng.standard_normal(delta.shape) * 1e-4).astype(np.float32)
+            n = int(attack.get("claim_samples") or n)
+        payload, meta = self.ef(delta, c["compression"], c["topk_frac"])
+        if c.get("chain"):
+            from testbed.chain import keccak
+            from testbed.chain.client import Rejected
+
+            assert self.wallet is not None, "chain_join first"
+            # record the update's hash and sample count before sending it: only recorded updates count
+            try:
+                self.wallet.transact("submit", int(c["chain_round"]),
+                                     keccak(np.ascontiguousarray(payload).tobytes()), n, request_id=rnd)
+            except Rejected as e:  # e.g. slashed below the stake: this client is out
+                return "fl_refused", None, {"reason": str(e.receipt.get("reason"))}
+        return "fl_update", payload, dict(meta, n=n)
 
 
 @ROLES.register("fl_server")
@@ -65,7 +99,89 @@ class FLServerRole:
     """The cloud (and, hierarchically, every edge): send the model, gather updates, aggregate."""
 
     def __init__(self, rt: Any, params: dict[str, Any]) -> None:
-        pass
+        self.chain = params.get("chain")  # the ChainActor's handle, on the node hosting the gateway
+        self.wallet: Any = None
+        self.cfg: dict[str, Any] = {}
+
+    def chain_join(self, rt: Any, cfg: dict[str, Any], validator: bool) -> str:
+        """BlockFL: the coordinator's wallet (no deposit), or a validator's, which stakes one."""
+        from testbed.chain.client import node_wallet
+
+        self.cfg = cfg
+        self.wallet = node_wallet(rt, cfg, self.chain)
+        if validator:
+            self.wallet.transact("register", True, value=int(cfg["deposit_wei"]))
+        return str(self.wallet.address)
+
+    def _chain_filter(self, rt: Any, rnd: int, cfg: dict[str, Any],
+                      got: list[tuple[str, Message]]) -> tuple[list[ClientUpdate], dict[str, Any]]:
+        """BlockFL: the validators screen the round's updates and vote on chain; keep only the updates
+        recorded on chain (same client, same hash) that the majority accepted, weighted by the recorded
+        sample counts."""
+        from testbed.chain import keccak
+
+        r = int(cfg["chain_round"])
+        names = [m for m, _ in got]
+        stacked = np.stack([decompress(rep.array, rep.meta).astype(np.float32) for _, rep in got
+                            if rep.array is not None]) if got else None
+        hashes = {m: keccak(np.ascontiguousarray(rep.array).tobytes()) for m, rep in got}
+        meta = {"role": "fl_server", "cfg": cfg, "round": rnd, "clients": names}
+
+        def ask(v: str) -> dict[str, Any]:
+            rep = rt.request(v, "fl_validate", stacked, meta, rnd, timeout=float(cfg["round_timeout_s"]) * 4)
+            return dict(rep.meta)
+
+        t0 = time.monotonic_ns()
+        with ThreadPoolExecutor(max(1, len(cfg["validators"]))) as pool:
+            list(pool.map(ask, cfg["validators"]))
+        mask = int(self.wallet.view("verdict", r, request_id=rnd))
+        n_subs = int(self.wallet.view("n_subs", r, request_id=rnd))
+        addr_of = cfg["directory"]
+        updates, accepted, rejected = [], [], []
+        recorded: dict[tuple[str, bytes], tuple[int, int]] = {}
+        for i in range(n_subs):
+            client, h, samples = self.wallet.view("subs", r, i, request_id=rnd)
+            recorded[(str(client).lower(), bytes(h))] = (i, int(samples))
+        for (m, _rep), row in zip(got, stacked if stacked is not None else [], strict=True):
+            hit = recorded.get((addr_of[m].lower(), hashes[m]))
+            if hit is not None and mask >> hit[0] & 1:
+                updates.append(ClientUpdate(m, row, hit[1]))
+                accepted.append(m)
+            else:
+                rejected.append(m)
+        rt.span("chain_validate", t0, time.monotonic_ns(), request_id=rnd, accepted=len(accepted),
+                rejected=len(rejected))
+        return updates, {"accepted": accepted, "rejected": rejected, "n_recorded": n_subs}
+
+    def _validate(self, rt: Any, msg: Message) -> tuple[str, None, dict[str, Any]]:
+        """A validator: match the updates to what is recorded on chain (it hashes the bytes itself: BlockFL
+        runs uncompressed), screen them against the round's coordinate-wise median (cosine and norm
+        ratio), and vote."""
+        from testbed.chain import keccak
+
+        cfg = msg.meta["cfg"]
+        r = int(cfg["chain_round"])
+        assert msg.array is not None and self.wallet is not None
+        ups = {m: msg.array[i] for i, m in enumerate(msg.meta["clients"])}
+        med = np.median(np.stack(list(ups.values())), axis=0)
+        med_norm = float(np.linalg.norm(med)) or 1e-12
+        n_subs = int(self.wallet.view("n_subs", r, request_id=int(msg.meta["round"])))
+        addr_to_node = {a.lower(): n for n, a in cfg["directory"].items()}
+        mask, scores = 0, {}
+        for i in range(n_subs):
+            client, h, _ = self.wallet.view("subs", r, i, request_id=int(msg.meta["round"]))
+            m = addr_to_node.get(str(client).lower())
+            u = ups.get(m) if m is not None else None
+            if u is None or keccak(np.ascontiguousarray(u, np.float32).tobytes()) != bytes(h):
+                continue  # recorded, but what reached the aggregator is not what was recorded
+            norm = float(np.linalg.norm(u))
+            cos = float(u @ med) / ((norm or 1e-12) * med_norm)
+            ratio = norm / med_norm
+            scores[m] = {"cos": cos, "ratio": ratio}
+            if cos >= float(cfg["cos_min"]) and float(cfg["ratio_min"]) <= ratio <= float(cfg["ratio_max"]):
+                mask |= 1 << i
+        self.wallet.transact("vote", r, mask, request_id=int(msg.meta["round"]))
+        return "fl_verdict", None, {"mask": mask, "scores": scores}
 
     def run_round(self, rt: Any, members: list[str], w: np.ndarray, cfg: dict[str, Any], rnd: int,
                   children: dict[str, list[str]] | None = None) -> dict[str, Any]:
@@ -94,19 +210,30 @@ class FLServerRole:
             results = list(pool.map(one, members))
         updates, failed, up_bytes, times = [], [], 0, {}
         contributors: list[str] = []
+        got: list[tuple[str, Message]] = []
         for m, reply, ms in results:
             times[m] = ms
             if reply is None or reply.array is None:
                 failed.append(m)
                 continue
             up_bytes += reply.payload_bytes
+            got.append((m, reply))
             updates.append(ClientUpdate(m, decompress(reply.array, reply.meta), int(reply.meta["n"])))
             contributors += reply.meta.get("contributors", [m])
-        new_w = agg.aggregate(w, updates)
+        chain_info: dict[str, Any] = {}
+        if cfg.get("chain"):
+            updates, chain_info = self._chain_filter(rt, rnd, cfg, got)
+            contributors = chain_info["accepted"]
+        new_w = agg.aggregate(w, updates) if updates else w
+        if cfg.get("chain"):
+            from testbed.chain import keccak
+
+            self.wallet.transact("close_round", int(cfg["chain_round"]),
+                                 keccak(np.ascontiguousarray(new_w, np.float32).tobytes()), request_id=rnd)
         t1 = time.monotonic_ns()
         rt.span("round", t0, t1, request_id=rnd, members=len(members), failed=len(failed))
-        return {"w": new_w, "contributors": contributors, "failed": failed + [f for _, r, _ in results if r is not None
-                                                                             for f in r.meta.get("failed", [])],
+        return {"w": new_w, "contributors": contributors, "chain": chain_info,
+                "failed": failed + [f for _, r, _ in results if r is not None for f in r.meta.get("failed", [])],
                 "up_bytes": up_bytes + sum(int(r.meta.get("up_bytes", 0)) for _, r, _ in results if r is not None),
                 "down_bytes": sum(rt.endpoint.sent_bytes.values()) - sent0
                 + sum(int(r.meta.get("down_bytes", 0)) for _, r, _ in results if r is not None),
@@ -168,8 +295,11 @@ class FLServerRole:
                 "staleness_mean": float(np.mean(staleness)) if staleness else 0.0,
                 "staleness_max": int(max(staleness)) if staleness else 0, "updates": len(staleness)}
 
-    def on_message(self, rt: Any, msg: Message) -> tuple[str, np.ndarray, dict[str, Any]]:
-        """An edge's part of a hierarchical round: ``edge_period`` rounds with its clients, then its delta."""
+    def on_message(self, rt: Any, msg: Message) -> tuple[str, np.ndarray | None, dict[str, Any]]:
+        """An edge's part of a hierarchical round: ``edge_period`` rounds with its clients, then its delta
+        (or, under BlockFL, a validator's screening of the round's updates)."""
+        if msg.kind == "fl_validate":
+            return self._validate(rt, msg)
         assert msg.array is not None
         cfg, rnd = msg.meta["cfg"], int(msg.meta["round"])
         w0 = msg.array.astype(np.float32)
@@ -187,6 +317,35 @@ class FLServerRole:
         return "fl_update", (w - w0).astype(np.float32), {"codec": "none", "n": max(n, 1) if contributors else 0,
                                                           "contributors": contributors, "failed": failed,
                                                           "up_bytes": up, "down_bytes": down}
+
+
+class Attacker(BaseModel):
+    """A misbehaving client: ``poison`` sends its update reversed and scaled by ``scale``; ``free_rider``
+    trains nothing and sends a tiny random update, claiming ``claim_samples`` samples."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    client: str
+    kind: Literal["poison", "free_rider"]
+    scale: PositiveFloat = 5.0
+    claim_samples: PositiveInt | None = None
+    from_round: int = Field(0, ge=0)
+
+
+class BlockFLSpec(BaseModel):
+    """BlockFL's chain: stakes, the reward per round (shared by sample count), validators and their screen."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    url: str | None = None
+    block_ms: PositiveFloat | None = None
+    deposit_eth: PositiveFloat = 1.0
+    slash_eth: float = Field(0.25, ge=0)
+    reward_eth: PositiveFloat = 0.1  # paid out per round
+    validators: PositiveInt | None = None  # edge nodes that validate; default all
+    cos_min: float = Field(0.0, ge=-1, le=1)  # accept an update whose cosine with the median is at least this
+    ratio_min: float = Field(0.1, ge=0)  # ... and whose norm is within [ratio_min, ratio_max] x the median's
+    ratio_max: PositiveFloat = 10.0
 
 
 class Variant(BaseModel):
@@ -213,11 +372,16 @@ class Variant(BaseModel):
     mode: Literal["sync", "async"] = "sync"  # async: updates applied as they arrive (flat, fedavg/fedprox)
     staleness_exp: float = Field(0.5, ge=0)
     async_alpha: float = Field(0.6, gt=0, le=1)
+    chain: bool = False  # BlockFL: updates recorded, validated and rewarded on chain (needs params.chain)
+    attackers: list[Attacker] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _async_needs_deltas(self) -> Variant:
         if self.mode == "async" and (self.algorithm not in ("fedavg", "fedprox") or self.hierarchical):
             raise ValueError("mode: async applies model deltas as they arrive: use fedavg or fedprox, flat")
+        if self.chain and (self.mode != "sync" or self.hierarchical or self.compression != "none"):
+            raise ValueError("chain: true runs flat, synchronous and uncompressed rounds (validators hash the "
+                             "update bytes they check): set hierarchical: false, mode: sync, compression: none")
         return self
 
     def label(self) -> str:
@@ -230,6 +394,10 @@ class Variant(BaseModel):
             bits.append(f"hier{self.edge_period}")
         if self.mode == "async":
             bits.append("async")
+        if self.attackers:
+            bits.append("+".join(sorted({a.kind for a in self.attackers})))
+        if self.chain:
+            bits.append("chain")
         return "/".join(bits)
 
 
@@ -252,6 +420,7 @@ class FLParams(BaseModel):
     round_timeout_s: PositiveFloat = 30.0
     target_accuracy: float = Field(0.9, gt=0, le=1)
     dropouts: list[Dropout] = Field(default_factory=list)
+    chain: BlockFLSpec | None = None
 
 
 @WORKLOADS.register("federated")
@@ -272,6 +441,24 @@ class Federated(Workload):
         if params.dataset == "cifar10":
             raise ConfigError("the FL models are built for 8x8 digits so far", file=source,
                               path="workload.params.dataset", fix="use dataset: digits")
+        clients = topology.by_tier(Tier.DEVICE)
+        for i, v in enumerate(params.variants):
+            if v.chain and params.chain is None:
+                raise ConfigError("a variant asks for the chain but no chain is configured", file=source,
+                                  path=f"workload.params.variants[{i}].chain", fix="add workload.params.chain: {}")
+            if v.chain and not topology.by_tier(Tier.EDGE):
+                raise ConfigError("BlockFL's validators are edge nodes and the topology has none", file=source,
+                                  path="topology.nodes", fix="add tier: edge nodes")
+            for j, a in enumerate(v.attackers):
+                if a.client not in clients:
+                    raise ConfigError(f"{a.client!r} is not a client (device node)", file=source,
+                                      path=f"workload.params.variants[{i}].attackers[{j}].client",
+                                      fix=f"one of {', '.join(clients[:8])}")
+        if params.chain is not None and params.chain.validators and \
+                params.chain.validators > len(topology.by_tier(Tier.EDGE)):
+            raise ConfigError(f"{params.chain.validators} validators but only {len(topology.by_tier(Tier.EDGE))} "
+                              "edge nodes", file=source, path="workload.params.chain.validators",
+                              fix="lower it, or add edge nodes")
 
     def node_models(self, topology: Topology) -> dict[str, str | None]:
         return {d: self.p.model for d in topology.by_tier(Tier.DEVICE)}
@@ -300,6 +487,43 @@ class Federated(Workload):
         self.split_loaded: tuple[Any, ...] | None = None
         self.last_ms: dict[str, float] = {}
         self.time_rows: list[dict[str, Any]] = []
+        self.chain_rows: list[dict[str, Any]] = []
+        self.chain_cfg: dict[str, Any] = {}
+        if self.p.chain is not None and any(v.chain for v in self.p.variants):
+            self._start_chain(tb)
+
+    def _start_chain(self, tb: Any) -> None:
+        """BlockFL: the chain behind the cloud, the contract with the cloud as coordinator, every client and
+        validator staked by its own transaction."""
+        import ray
+
+        from testbed.chain import address_of, node_key
+
+        c = self.p.chain
+        assert c is not None
+        eth = 10**18
+        self.chain = tb.start_chain(self.cloud, c.url, c.block_ms)
+        self.validators = self.edges[: c.validators or len(self.edges)]
+        k = len(self.validators)
+        self.directory = {n: address_of(node_key(self.seed, n)) for n in [*self.clients, *self.validators, self.cloud]}
+        contract = ray.get(self.chain.deploy.remote("blockfl", [
+            self.directory[self.cloud], int(c.deposit_eth * eth), int(c.slash_eth * eth), int(c.reward_eth * eth), k],
+            int(c.reward_eth * eth * sum(v.rounds or self.p.rounds for v in self.p.variants if v.chain))))
+        ray.get(self.chain.fund.remote(list(self.directory.values()), int((c.deposit_eth + 2) * eth)))
+        info = ray.get(self.chain.info.remote())
+        self.contract = contract
+        self.chain_cfg = {"seed": self.seed, "contract": contract, "contract_name": "blockfl",
+                          "chain_id": info["chain_id"], "gateway": self.cloud, "deposit_wei": int(c.deposit_eth * eth),
+                          "directory": self.directory, "validators": self.validators, "cos_min": c.cos_min,
+                          "ratio_min": c.ratio_min, "ratio_max": c.ratio_max}
+        # the cloud's fl_server role is re-made with the chain's handle: it reaches the chain without a link
+        tb.add_role(self.cloud, "fl_server", {"chain": self.chain})
+        tb.call(self.cloud, "fl_server", "chain_join", cfg=self.chain_cfg, validator=False)
+        futs = [tb.call_async(v, "fl_server", "chain_join", cfg=self.chain_cfg, validator=True)
+                for v in self.validators]
+        futs += [tb.call_async(cl, "fl_client", "chain_join", cfg=self.chain_cfg) for cl in self.clients]
+        ray.get(futs, timeout=600)
+        self.chain_seen = {n: (0.0, 0.0) for n in self.clients}
 
     def _load_split(self, tb: Any, v: Variant) -> None:
         key = (v.split, v.alpha, v.shards_per_client)
@@ -328,7 +552,7 @@ class Federated(Workload):
                 "local_epochs": v.local_epochs, "lr": v.lr, "batch": v.batch, "mu": mu, "seed": self.seed,
                 "compression": v.compression, "topk_frac": v.topk_frac, "edge_period": v.edge_period,
                 "round_timeout_s": self.p.round_timeout_s, "staleness_exp": v.staleness_exp,
-                "async_alpha": v.async_alpha}
+                "async_alpha": v.async_alpha, "chain": v.chain}
 
     def step(self, tb: Any) -> StepResult:
         vi, rnd = self.schedule.pop(0)
@@ -343,7 +567,12 @@ class Federated(Workload):
                 gone = d.clients or list(self.rng.choice(self.clients, count, replace=False))
                 for c in gone:
                     tb.call(c, "fl_client", "drop_in", variant=v.label(), rounds=[d.round])
+            for a in v.attackers:
+                tb.call(a.client, "fl_client", "attack_in", variant=v.label(), kind=a.kind, scale=a.scale,
+                        claim_samples=a.claim_samples)
         cfg = self._cfg(v)
+        if v.chain:
+            cfg.update(self.chain_cfg, chain_round=vi * 100_000 + rnd)
         k = max(1, int(round(len(self.clients) * v.fraction)))
         chosen = sorted(self.rng.choice(self.clients, k, replace=False).tolist())
         skipped = [c for c in chosen if v.deadline_s and self.last_ms.get(c, 0.0) > v.deadline_s * 1e3]
@@ -371,6 +600,8 @@ class Federated(Workload):
             self.time_rows += [{"variant": v.label(), "round": rnd + 1, "client": c, "ms": ms, "contributed": c in done}
                                for c, ms in res["times_ms"].items()]
         self.w = res["w"]
+        if v.chain:
+            self._chain_record(v, rnd, res)
         acc, loss = self._evaluate(self.w)
         self.bytes_variant += res["up_bytes"] + res["down_bytes"]
         self.rows.append({"variant": label, "algorithm": v.algorithm, "split": v.split, "compression": v.compression,
@@ -382,6 +613,27 @@ class Federated(Workload):
                           "staleness_mean": res.get("staleness_mean", 0.0),
                           "staleness_max": res.get("staleness_max", 0)})
         return StepResult(progress=1, done=not self.schedule, info={"label": f"{label} r{rnd + 1} acc {acc:.3f}"})
+
+    def _chain_record(self, v: Variant, rnd: int, res: dict[str, Any]) -> None:
+        """Per client and round: recorded, accepted, reward and slashing (read from the contract)."""
+        import ray
+
+        eth = 10**18
+        attackers = {a.client: a.kind for a in v.attackers}
+        claims = {a.client: a.claim_samples for a in v.attackers if a.claim_samples}
+        info = res.get("chain", {})
+        for cl in self.clients:
+            earned = ray.get(self.chain.view.remote(self.contract, "earned", [self.directory[cl]])) / eth
+            slashed = ray.get(self.chain.view.remote(self.contract, "slashed", [self.directory[cl]])) / eth
+            e0, s0 = self.chain_seen[cl]
+            self.chain_seen[cl] = (earned, slashed)
+            self.chain_rows.append({"variant": v.label(), "round": rnd + 1, "client": cl,
+                                    "samples": self.n_of.get(cl, 0), "behaviour": attackers.get(cl, "honest"),
+                                    "claimed_samples": claims.get(cl, self.n_of.get(cl, 0)),
+                                    "refused": cl in res.get("failed", []),
+                                    "accepted": cl in info.get("accepted", []),
+                                    "rejected": cl in info.get("rejected", []), "reward_eth": earned - e0,
+                                    "slashed_eth": slashed - s0})
 
     def _evaluate(self, w: np.ndarray) -> tuple[float, float]:
         import torch
@@ -397,8 +649,11 @@ class Federated(Workload):
             return float((out.argmax(1) == y).float().mean()), float(torch.nn.functional.cross_entropy(out, y))
 
     def artifacts(self) -> dict[str, pd.DataFrame]:
-        return {"fl_rounds": pd.DataFrame(self.rows), "fl_clients": pd.DataFrame(self.client_rows),
-                "fl_client_times": pd.DataFrame(self.time_rows)}
+        out = {"fl_rounds": pd.DataFrame(self.rows), "fl_clients": pd.DataFrame(self.client_rows),
+               "fl_client_times": pd.DataFrame(self.time_rows)}
+        if getattr(self, "chain_rows", None):
+            out["fl_chain"] = pd.DataFrame(self.chain_rows)
+        return out
 
     def summarize(self, spans: pd.DataFrame) -> pd.DataFrame:
         df = pd.DataFrame(self.rows)
@@ -439,7 +694,60 @@ class Federated(Workload):
                 res, ev = "not tested", f"{avg} did not reach the target"
             rows.append({"finding": f"{avg} reaches the target accuracy in fewer rounds than FedSGD "
                                     "(survey: 10-100x fewer)", "result": res, "held_in": "", "evidence": ev})
-        return pd.DataFrame(rows)
+        return pd.DataFrame(rows + self._chain_findings(s))
+
+    def _chain_findings(self, s: pd.DataFrame) -> list[dict[str, Any]]:
+        """BlockFL: the chain leaves an honest run's accuracy alone, excludes and does not pay cheaters, and
+        pays by sample count; plus the measured cost per round."""
+        rows: list[dict[str, Any]] = []
+        if not getattr(self, "chain_rows", None):
+            return rows
+        r = pd.DataFrame(self.rows)
+        for v in [str(x) for x in s.index if str(x).endswith("/chain")]:
+            base = v.removesuffix("/chain")
+            if base not in s.index:
+                continue
+            a, b = float(s.loc[base, "final_accuracy"]), float(s.loc[v, "final_accuracy"])
+            attacked = any(p.attackers for p in self.p.variants if p.label() == v)
+            if not attacked:
+                rows.append({"finding": "the chain leaves accuracy unchanged when nobody cheats",
+                             "result": "held" if abs(a - b) <= 0.01 else "did not hold", "held_in": v,
+                             "evidence": f"final accuracy {a:.3f} without, {b:.3f} with the chain"})
+            else:
+                rows.append({"finding": "with the chain, an attacked run keeps the honest accuracy",
+                             "result": "held" if b >= a + 0.1 or b >= self.p.target_accuracy else "did not hold",
+                             "held_in": v, "evidence": f"final accuracy {a:.3f} without, {b:.3f} with the chain"})
+            g0 = r[(r.variant == base) & (r["round"] > 1)].round_s.mean()
+            g1 = r[(r.variant == v) & (r["round"] > 1)].round_s.mean()
+            rows.append({"finding": "chain cost per FL round (mean round time, rounds 2+)", "result": "measured",
+                         "held_in": v, "evidence": f"{g0 * 1e3:.0f} ms without, {g1 * 1e3:.0f} ms with "
+                                                   f"(+{(g1 - g0) * 1e3:.0f} ms)"})
+        c = pd.DataFrame(self.chain_rows)
+        bad = c[c.behaviour != "honest"]
+        if not bad.empty:
+            paid, acc = bad.reward_eth.sum(), int(bad.accepted.sum())
+            rows.append({"finding": "poisoned and free-riding updates are excluded from aggregation and unrewarded",
+                         "result": "held" if paid == 0 and acc == 0 else "did not hold", "held_in": "",
+                         "evidence": f"{acc} of {len(bad)} attacker-rounds accepted, {paid:.4f} ETH paid to attackers; "
+                                     f"slashed {bad.slashed_eth.sum():.2f} ETH"})
+        good = c[(c.behaviour == "honest") & c.accepted]
+        if not good.empty:
+            per = good.reward_eth / good.claimed_samples
+            spread = float((per.max() - per.min()) / per.mean()) if len(good) > 1 else 0.0
+            per_round = good.groupby(["variant", "round"]).apply(
+                lambda g: float((g.reward_eth / g.claimed_samples).std() / (g.reward_eth / g.claimed_samples).mean())
+                if len(g) > 1 else 0.0, include_groups=False)
+            rows.append({"finding": "rewards are proportional to the recorded sample count",
+                         "result": "held" if float(per_round.max()) < 0.01 else "did not hold", "held_in": "",
+                         "evidence": f"within a round, reward per sample varies by at most "
+                                     f"{float(per_round.max()) * 100:.2f} % (coefficient of variation); across "
+                                     f"rounds by {spread * 100:.0f} % (the accepted total changes)"})
+        honest_rej = int(((c.behaviour == "honest") & c.rejected).sum())
+        rows.append({"finding": "no honest update is rejected by the validators",
+                     "result": "held" if honest_rej == 0 else "did not hold", "held_in": "",
+                     "evidence": f"{honest_rej} of {int((c.behaviour == 'honest').sum())} honest client-rounds "
+                                 "rejected"})
+        return rows
 
     @classmethod
     def figures(cls, run: Any) -> list[tuple[str, Any]]:
@@ -462,4 +770,24 @@ class Federated(Workload):
             a.set_ylabel("test accuracy")
             a.grid(alpha=0.3)
         ax[0].legend(fontsize=7)
-        return [("Federated learning: accuracy vs rounds, time and bytes", fig)]
+        figs = [("Federated learning: accuracy vs rounds, time and bytes", fig)]
+        f = run.path / "fl_chain.parquet"
+        if f.exists():
+            c = pd.read_parquet(f)
+            variants = list(dict.fromkeys(c.variant))
+            fig, axes = plt.subplots(1, len(variants), figsize=(6 * len(variants), 3.8), squeeze=False)
+            for a, v in zip(axes[0], variants, strict=True):
+                g = c[c.variant == v].groupby("client").agg(reward=("reward_eth", "sum"), samples=("samples", "first"),
+                                                            behaviour=("behaviour", "first"),
+                                                            slashed=("slashed_eth", "sum"))
+                colours = ["tab:red" if b != "honest" else "tab:blue" for b in g.behaviour]
+                a.bar(g.index, g.reward, color=colours, label="reward")
+                a.bar(g.index, -g.slashed, color="tab:gray", label="slashed")
+                a.set_ylabel("ETH (reward up, slashed down)")
+                a2 = a.twinx()
+                a2.plot(g.index, g.samples, "k.", label="samples")
+                a2.set_ylabel("training samples")
+                a.set_title(v, fontsize=9)
+                a.grid(alpha=0.3)
+            figs.append(("BlockFL: reward per client against its samples (red: attackers)", fig))
+        return figs

@@ -1,0 +1,69 @@
+"""The chain: Vyper contracts on a real EVM, reached by nodes over the emulated links.
+
+- ``compiled(name)``: a contract from ``testbed/chain/contracts`` compiled with Vyper, cached on disk by
+  source hash and compiler version (``testbed chain compile`` fills the cache ahead of a run).
+- ``EVMChain``: the chain itself, embedded (py-evm through eth-tester and web3.py) or any Ethereum
+  JSON-RPC node by URL. It runs inside a ``ChainActor`` (actors/chain.py).
+- ``ChainClient`` (testbed.chain.client): a node's wallet; it signs transactions with the node's own
+  key (eth-account) and sends them as raw bytes to the node hosting the ``chain`` gateway role, over
+  the node's emulated path, so confirmation latency includes the topology.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+CONTRACTS = Path(__file__).with_name("contracts")
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("TESTBED_CONTRACT_CACHE") or Path.home() / ".cache" / "testbed" / "contracts"
+    return Path(base)
+
+
+def compiled(name: str) -> dict[str, Any]:
+    """ABI and bytecode of contract ``name`` (``contracts/<name>.vy``), compiled once per source and compiler."""
+    import vyper
+
+    src_file = CONTRACTS / f"{name}.vy"
+    if not src_file.exists():
+        known = sorted(p.stem for p in CONTRACTS.glob("*.vy"))
+        raise KeyError(f"no contract {name!r}; known: {', '.join(known)}")
+    src = src_file.read_text()
+    digest = hashlib.sha256(f"{vyper.__version__}\n{src}".encode()).hexdigest()[:16]
+    out = cache_dir() / f"{name}-{digest}.json"
+    if out.exists():
+        data: dict[str, Any] = json.loads(out.read_text())
+        return data
+    from vyper import compile_code
+
+    res = compile_code(src, output_formats=["abi", "bytecode"])
+    data = {"name": name, "abi": res["abi"], "bytecode": res["bytecode"], "vyper": vyper.__version__}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data))
+    tmp.replace(out)
+    return data
+
+
+def keccak(data: bytes) -> bytes:
+    from eth_utils.crypto import keccak as _k
+
+    out: bytes = _k(data)
+    return out
+
+
+def node_key(run_seed: int, node: str) -> bytes:
+    """A node's private key, derived from the run's seed and its name (reproducible, never reused across seeds)."""
+    return hashlib.sha256(f"testbed-chain-key/{run_seed}/{node}".encode()).digest()
+
+
+def address_of(key: bytes) -> str:
+    from eth_account import Account
+
+    addr: str = Account.from_key(key).address
+    return addr

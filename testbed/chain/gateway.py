@@ -1,0 +1,35 @@
+"""The ``chain`` role: the node that hosts it is the chain's entry point on the emulated network.
+
+Nodes send it signed raw transactions, calls and log queries (``ChainClient`` over ``over_links``);
+it hands them to the run's ``ChainActor`` and returns the receipt once the transaction is mined.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from testbed.chain.client import serve
+from testbed.transport import Message
+from testbed.workload import ROLES
+
+
+@ROLES.register("chain")
+class ChainGatewayRole:
+    def __init__(self, rt: Any, params: dict[str, Any]) -> None:
+        self.chain = params["chain"]  # Ray handle of the ChainActor
+
+    def _go(self, fn: str, *args: Any) -> Any:
+        import ray
+
+        return ray.get(getattr(self.chain, fn).remote(*args), timeout=120)
+
+    def on_message(self, rt: Any, msg: Message) -> tuple[str, np.ndarray | None, dict[str, Any]]:
+        payload = msg.array.tobytes() if msg.array is not None else None
+        t0 = time.monotonic_ns()
+        out, meta = serve(self._go, msg.kind, payload, msg.meta)
+        rt.span("chain_exec", t0, time.monotonic_ns(), request_id=int(msg.meta.get("request_id", -1)),
+                fn=str(msg.meta.get("fn", msg.kind)), src=msg.src)
+        return "chain_reply", (np.frombuffer(out, np.uint8) if out else None), meta
