@@ -18,6 +18,9 @@ from pathlib import Path
 from typing import Any
 
 CONTRACTS = Path(__file__).with_name("contracts")
+# Shanghai rather than Vyper's default (Cancun): the widest range of clients runs it (Ganache 7 stops at
+# Shanghai), and the contracts need nothing newer.
+EVM_VERSION = "shanghai"
 
 
 def cache_dir() -> Path:
@@ -34,15 +37,17 @@ def compiled(name: str) -> dict[str, Any]:
         known = sorted(p.stem for p in CONTRACTS.glob("*.vy"))
         raise KeyError(f"no contract {name!r}; known: {', '.join(known)}")
     src = src_file.read_text()
-    digest = hashlib.sha256(f"{vyper.__version__}\n{src}".encode()).hexdigest()[:16]
+    digest = hashlib.sha256(f"{vyper.__version__}\n{EVM_VERSION}\n{src}".encode()).hexdigest()[:16]
     out = cache_dir() / f"{name}-{digest}.json"
     if out.exists():
         data: dict[str, Any] = json.loads(out.read_text())
         return data
     from vyper import compile_code
+    from vyper.compiler.settings import Settings
 
-    res = compile_code(src, output_formats=["abi", "bytecode"])
-    data = {"name": name, "abi": res["abi"], "bytecode": res["bytecode"], "vyper": vyper.__version__}
+    res = compile_code(src, output_formats=["abi", "bytecode"], settings=Settings(evm_version=EVM_VERSION))
+    data = {"name": name, "abi": res["abi"], "bytecode": res["bytecode"], "vyper": vyper.__version__,
+            "evm_version": EVM_VERSION}
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(data))

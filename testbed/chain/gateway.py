@@ -33,3 +33,27 @@ class ChainGatewayRole:
         rt.span("chain_exec", t0, time.monotonic_ns(), request_id=int(msg.meta.get("request_id", -1)),
                 fn=str(msg.meta.get("fn", msg.kind)), src=msg.src)
         return "chain_reply", (np.frombuffer(out, np.uint8) if out else None), meta
+
+
+@ROLES.register("chain_probe")
+class ChainProbeRole:
+    """Sends transactions one after another from its node and times each until its receipt is back
+    (``testbed bench chain``)."""
+
+    def __init__(self, rt: Any, params: dict[str, Any]) -> None:
+        self.cfg = params
+
+    def run(self, rt: Any, n: int, spread_ms: float = 0.0) -> list[float]:
+        from testbed.chain import keccak
+        from testbed.chain.client import node_wallet
+
+        w = node_wallet(rt, self.cfg)
+        w.transact("register", False, value=int(self.cfg["deposit_wei"]))
+        out = []
+        for i in range(n):
+            if spread_ms:
+                time.sleep(float(rt.rng.uniform(0, spread_ms)) / 1e3)  # land anywhere in the block interval
+            t0 = time.monotonic_ns()
+            w.transact("require_task", keccak(f"probe/{i}".encode()), keccak(b"probe"), value=1, request_id=i)
+            out.append((time.monotonic_ns() - t0) / 1e6)
+        return out

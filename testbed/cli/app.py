@@ -160,6 +160,25 @@ def clean(run_id: Annotated[str | None, typer.Option("--run", help="only this ru
 
 
 @app.command()
+def contracts() -> None:
+    """Compile the chain's Vyper contracts into the cache (a run compiles on first use otherwise)."""
+    import time as _t
+
+    from testbed.chain import CONTRACTS, EVM_VERSION, cache_dir, compiled
+
+    t = Table(title=f"contracts (EVM {EVM_VERSION}, cache {cache_dir()})")
+    for c in ("contract", "bytecode bytes", "functions", "events", "seconds"):
+        t.add_column(c)
+    for f in sorted(CONTRACTS.glob("*.vy")):
+        t0 = _t.monotonic()
+        c = compiled(f.stem)
+        kinds = [e.get("type") for e in c["abi"]]
+        t.add_row(f.stem, str(len(c["bytecode"]) // 2 - 1), str(kinds.count("function")), str(kinds.count("event")),
+                  f"{_t.monotonic() - t0:.2f}")
+    console.print(t)
+
+
+@app.command()
 def schema(out: Annotated[Path | None, typer.Option(help="directory for the JSON Schema files")] = None) -> None:
     """Export JSON Schemas of topology and experiment files."""
     from testbed.config.models import Catalog, ExperimentSpec, TopologySpec
@@ -228,10 +247,11 @@ def _print_rows(rows: list[Any]) -> None:
 
 @app.command()
 def bench(which: Annotated[str, typer.Argument(
-              help="links | transport | classes | demo | fl-flower | all | seeds | scale")] = "all",
+              help="links | transport | classes | demo | fl-flower | chain | all | seeds | scale")] = "all",
           out: Annotated[Path, typer.Option(help="where to store the JSON record")] = Path("results/bench"),
           size: Annotated[str, typer.Option(help="seeds suite size: quick (about 10 min) or full")] = "quick",
           only: Annotated[str | None, typer.Option(help="seeds suite: only entries whose name contains this")] = None,
+          url: Annotated[str | None, typer.Option(help="chain: also time a JSON-RPC node on this machine")] = None,
           ) -> None:
     """Measure the emulation against its targets and print measured beside target."""
     import datetime as dt
@@ -255,13 +275,14 @@ def bench(which: Annotated[str, typer.Argument(
     links, compute = b.available_backends()
     jobs: dict[str, Callable[[], list[b.Row]]] = {
         "links": lambda: b.bench_links(links), "transport": lambda: sum((b.bench_transport(x) for x in links), []),
-        "classes": lambda: b.bench_classes(compute), "demo": b.bench_demo, "fl-flower": _fl_flower}
+        "classes": lambda: b.bench_classes(compute), "demo": b.bench_demo, "fl-flower": _fl_flower,
+        "chain": lambda: _chain(links, url)}
     if which != "all" and which not in jobs:
         err_console.print(f"[red]error[/]: unknown benchmark {which!r}; choose one of: {', '.join(jobs)}, all")
         raise typer.Exit(2)
     rows: list[b.Row] = []
     try:
-        for name in [j for j in jobs if j != "fl-flower"] if which == "all" else [which]:
+        for name in [j for j in jobs if j not in ("fl-flower", "chain")] if which == "all" else [which]:
             with console.status(f"bench {name} ..."):
                 rows += jobs[name]()
     except TestbedError as exc:
@@ -289,6 +310,12 @@ def _seeds(size: str, out: Path, only: str | None) -> None:
         t.add_row(r["entry"], r["finding"], f"[{colour.get(r['verdict'], 'cyan')}]{r['verdict']}[/]", r["evidence"])
     console.print(t)
     console.print(f"report: {suite_dir / 'index.html'}  summary: {suite_dir / 'summary.json'}")
+
+
+def _chain(links: list[str], url: str | None) -> list[Any]:
+    from testbed.chain.bench import bench_chain
+
+    return bench_chain(links, url=url)
 
 
 def _fl_flower() -> list[Any]:

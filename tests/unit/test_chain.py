@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
+import socket
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,10 +27,48 @@ def contract_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("contracts")
 
 
-@pytest.fixture
-def market(contract_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[EVMChain, str, Any]]:
+GANACHE = [Path(__file__).resolve().parents[2] / ".chain-node/node_modules/.bin/ganache",
+           Path(shutil.which("ganache") or "/nonexistent")]
+
+
+@pytest.fixture(scope="module")
+def rpc_node() -> Iterator[str]:
+    """A real JSON-RPC client (Ganache, installed by scripts/setup-chain-node.sh) on a loopback port."""
+    exe = next((g for g in GANACHE if g.exists()), None)
+    if exe is None:
+        pytest.skip("no JSON-RPC chain node: run scripts/setup-chain-node.sh")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([str(exe), "--host", "127.0.0.1", "--port", str(port), "--quiet",
+                             "--wallet.totalAccounts", "2", "--wallet.defaultBalance", "100000"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.5).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    pytest.fail("the JSON-RPC node did not come up")
+                time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()  # ours, by PID
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+@pytest.fixture(params=["embedded", "json-rpc"])
+def market(request: pytest.FixtureRequest, contract_cache: Path,
+           monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[EVMChain, str, Any]]:
     monkeypatch.setenv("TESTBED_CONTRACT_CACHE", str(contract_cache))
-    led = EVMChain()
+    led = EVMChain(request.getfixturevalue("rpc_node") if request.param == "json-rpc" else None)
     addr = led.deploy("offload_market", [DEPOSIT, SLASH, 2, 1000])
     info = led.info()
 
