@@ -19,7 +19,7 @@ import socket
 import statistics
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -297,6 +297,18 @@ def bench_demo(path: str = "experiments/demo.yaml") -> list[Row]:
         status = out.status
     dt = time.monotonic() - t0
     return [Row("demo", f"demo wall time ({status})", dt, 120.0, "s", max(0.0, dt - 120.0), 0.0, "s over 120")]
+
+
+def fidelity(size: str, links: list[str], compute: list[str]) -> list[tuple[str, Callable[[], list[Row]]]]:
+    """The ``fidelity`` suite: the spine's link, transport and hardware-class benchmarks. ``quick`` takes
+    two rates, two delays, 100 MB through the transport and one reference model on the compute backends."""
+    quick = size == "quick"
+    rates = (10.0, 100.0) if quick else (10.0, 100.0, 1000.0)
+    delays = (5.0, 100.0) if quick else (5.0, 20.0, 100.0)
+    return [("links", lambda: bench_links(links, rates, delays, 2.0 if quick else 3.0)),
+            ("transport", lambda: sum((bench_transport(x, 100 if quick else 400) for x in links), [])),
+            ("classes", lambda: bench_classes(compute, ("mobilenet_v2",) if quick else ("resnet18", "mobilenet_v2"),
+                                              requests=10 if quick else 30))]
 
 
 def available_backends() -> tuple[list[str], list[str]]:

@@ -47,6 +47,8 @@ SEEDS: tuple[Entry, ...] = (
           {"rounds": 12, "dropouts": [], "variants": [
               {"name": "fedavg/E5", "algorithm": "fedavg", "hierarchical": False, "local_epochs": 5},
               {"algorithm": "fedsgd", "hierarchical": False, "server_lr": 0.5, "rounds": 24}]}),
+    Entry("survey IX-C3: incentivized offloading on a real EVM", "chain_offloading.yaml", {"requests": 4}),
+    Entry("BlockFL: recorded, validated, rewarded updates", "blockfl.yaml", {"rounds": 5}),
 )
 
 VERDICT = {"held": "PASS", "did not hold": "FAIL"}

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from testbed.calibration import CalibrationStore, ComputePlan, plan_compute
-from testbed.config.models import LinkSpec, Tier
+from testbed.config.models import LinkSpec
 from testbed.emulation.network import KernelNetwork, NetworkBackend, UserspaceNetwork
 from testbed.errors import EmulationError, PrivilegeError, ResourceError
 from testbed.lifecycle.ledger import PREFIX, Ledger
@@ -107,8 +107,13 @@ class Testbed:
             self._stack.callback(ray.shutdown)
         self.timings["ray_init_s"] = time.monotonic() - t0
 
-        net: NetworkBackend = (KernelNetwork if self.links_backend == "kernel" else UserspaceNetwork)(
-            self.topology, self.run_id, self.ledger)
+        self._resolve_sites()
+        net: NetworkBackend
+        if self.links_backend == "kernel":
+            cross = frozenset(lk.index for lk in self.topology.links if self._host(lk.a) != self._host(lk.b))
+            net = KernelNetwork(self.topology, self.run_id, self.ledger, cross)
+        else:
+            net = UserspaceNetwork(self.topology, self.run_id, self.ledger)
         self.network = net
         self._stack.callback(net.teardown)
         t1 = time.monotonic()
@@ -148,27 +153,65 @@ class Testbed:
             if p.host_speed and p.model:
                 self.warnings.append(f"node {p.node} ({p.hardware_class}) runs {p.model} at host speed: {p.basis}")
 
-    def _placement(self, tier: Tier) -> dict[str, float]:
-        """Custom resources an actor of ``tier`` asks for (userspace links only, see ``_actor_options``)."""
+    def _resolve_sites(self) -> None:
+        """Map each site the topology names to the Ray node offering ``testbed_site_<site>``.
+
+        With the kernel backend every site's Ray node must be on this machine (the namespaces are here);
+        links between sites on different Ray nodes are then shaped in userspace."""
         import ray
 
-        res = f"testbed_{tier.value}"
+        self._here = ray.get_runtime_context().get_node_id()
+        self.site_nodes: dict[str, str] = {}
+        sites = sorted({n.site for n in self.topology.nodes.values() if n.site})
+        if not sites:
+            return
+        alive = [n for n in ray.nodes() if n.get("Alive")]  # type: ignore[no-untyped-call]
+        here_ip = next((n["NodeManagerAddress"] for n in alive if n["NodeID"] == self._here), None)
+        for s in sites:
+            offers = sorted((n for n in alive if n.get("Resources", {}).get(f"testbed_site_{s}", 0) > 0),
+                            key=lambda n: n["NodeID"])
+            if not offers:
+                raise ResourceError(
+                    f"no Ray node offers the resource testbed_site_{s} that site {s!r} of the topology needs; start "
+                    f"one with: ray start --resources '{{\"testbed_site_{s}\": 1000}}' (or drop 'site' from the nodes)")
+            node = offers[0]
+            if self.links_backend == "kernel" and node["NodeManagerAddress"] != here_ip:
+                raise ResourceError(
+                    f"site {s!r} is on Ray node {node['NodeManagerAddress']}, another machine: the kernel link "
+                    "backend's namespaces live on this machine only; use backends: {links: userspace}")
+            self.site_nodes[s] = node["NodeID"]
+
+    def _host(self, node: str) -> str:
+        """The Ray node that will host ``node``'s actors (kernel backend: its site's, or this one)."""
+        site = self.topology.nodes[node].site
+        return self.site_nodes[site] if site else self._here
+
+    def _placement(self, node: str) -> dict[str, float]:
+        """Custom resources the actors of ``node`` ask for: its site's, else (userspace links) its tier's."""
+        import ray
+
+        site = self.topology.nodes[node].site
+        if site:
+            return {f"testbed_site_{site}": 0.001}
+        res = f"testbed_{self.topology.nodes[node].tier.value}"
         if self.links_backend == "kernel":
             return {}
         return {res: 0.001} if res in ray.cluster_resources() else {}  # type: ignore[no-untyped-call]
 
-    def _actor_options(self, tier: Tier, concurrency: int | None = None) -> dict[str, Any]:
-        """Ray options: kernel-backend actors must run on this host, where their namespaces are."""
-        import ray
-
-        opts: dict[str, Any] = {"resources": self._placement(tier)}
+    def _actor_options(self, node: str, concurrency: int | None = None) -> dict[str, Any]:
+        """Ray options: kernel-backend actors must run on this machine, on their site's Ray node if they have
+        one (where their namespaces are reachable), else on the driver's."""
+        opts: dict[str, Any] = {"resources": self._placement(node)}
         if concurrency is not None:
             opts["max_concurrency"] = concurrency
-        if self.links_backend == "kernel":
-            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-            opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
-                node_id=ray.get_runtime_context().get_node_id(), soft=False)
+        if self.links_backend == "kernel":
+            opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id=self._host(node), soft=False)
+        elif not opts["resources"]:
+            # nothing asked: stay with the process that runs the testbed (a sweep point keeps its run on its
+            # own Ray node, so losing another node cannot take half of this run with it)
+            opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id=self._here, soft=False)
         return opts
 
     def _start_actors(self) -> None:
@@ -187,8 +230,7 @@ class Testbed:
                 self._stack.callback(self._remove_cgroup, leaf)
                 leaf.create(plan0.cpu_cores, plan0.memory_bytes, plan0.period_us)
                 g.cgroup = {"name": leaf.name, "mode": leaf.mode, "dirs": list(leaf.dirs)}
-            tier = topo.nodes[g.nodes[0]].tier
-            opts = self._actor_options(tier, max(1, len(g.nodes)))
+            opts = self._actor_options(g.nodes[0], max(1, len(g.nodes)))
             g.compute_actor = ComputeActor.options(**opts).remote(
                 {n: p.to_dict() for n, p in g.plans.items()}, g.cgroup, self.seed)
             self._stack.callback(ray.kill, g.compute_actor, no_restart=True)
@@ -208,8 +250,7 @@ class Testbed:
                         energy[f"{other}>{n}"] = first.link.tx_energy_uj_per_bit or 0.0
                 specs.append({"name": n, "tier": node.tier, "hardware": node.hardware, "netns": b.netns,
                               "address": b.address, "tx_energy": energy})
-            tier = topo.nodes[g.nodes[0]].tier
-            g.node_actor = NodeActor.options(**self._actor_options(tier)).remote(
+            g.node_actor = NodeActor.options(**self._actor_options(g.nodes[0])).remote(
                 self.run_id, specs, g.compute_actor, self.seed)
             self._stack.callback(ray.kill, g.node_actor, no_restart=True)
         hosts = set()
@@ -497,7 +538,8 @@ class Testbed:
         out: dict[str, dict[str, Any]] = {}
         for g in self.groups.values():
             w = ray.get(g.node_actor.where.remote())
-            w["resources_asked"] = self._placement(self.topology.nodes[g.nodes[0]].tier)
+            w["resources_asked"] = self._placement(g.nodes[0])
+            w["site"] = self.topology.nodes[g.nodes[0]].site
             for n in g.nodes:
                 out[n] = w
         return out

@@ -26,6 +26,7 @@ class Node:
     hardware: HardwareClass
     address: str
     pool: str | None = None
+    site: str | None = None
 
 
 @dataclass(frozen=True)

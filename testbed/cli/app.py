@@ -95,6 +95,44 @@ def run(experiment: Annotated[Path, typer.Argument(help="experiment YAML")],
     console.print(f"results: {outcome.path}")
 
 
+@app.command()
+def sweep(sweep_file: Annotated[Path, typer.Argument(help="sweep YAML")],
+          address: Annotated[str | None, typer.Option(help="Ray cluster address (default: local Ray)")] = None,
+          out: Annotated[Path, typer.Option(help="results root (sweeps go to OUT/sweeps/NAME)")] = Path("results"),
+          parallel: Annotated[int | None, typer.Option(help="points in flight at once (default: one per Ray node)")]
+          = None) -> None:
+    """Run an experiment over a grid of parameter values, each point a Ray task; finished points are skipped."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from testbed.sweep import run_sweep
+
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=console, transient=False) as prog:
+            task = prog.add_task(f"sweep {sweep_file.stem}", total=None)
+
+            def progress(done: int, total: int, label: str) -> None:
+                prog.update(task, completed=done, total=total, description=f"sweep: {label}")
+
+            table, root = run_sweep(sweep_file, out, address, parallel, progress)
+    except TestbedError as exc:
+        fail(exc)
+        return
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/]: finished points are kept; run the sweep again to resume")
+        raise typer.Exit(130) from None
+    if not table.empty:
+        cols = [c for c in table.columns if c not in ("run_dir", "error", "ray_node")][:12]
+        console.print(table_from_frame(table[cols], title=f"sweep {root.name}"))
+        failed = table[table.status != "complete"]
+        for r in failed.itertuples():
+            err_console.print(f"[red]{r.status}[/]: point {r.point}: {r.error}")
+    console.print(f"table: {root / 'sweep.csv'}  plot: {root / 'sweep.png'}")
+    if not table.empty and (table.status != "complete").any():
+        raise typer.Exit(1)
+
+
 def _short_summary(df: object) -> object:
     """The columns a person reads first; the full table is in summary.csv."""
     import pandas as pd
@@ -167,8 +205,8 @@ def contracts() -> None:
     from testbed.chain import CONTRACTS, EVM_VERSION, cache_dir, compiled
 
     t = Table(title=f"contracts (EVM {EVM_VERSION}, cache {cache_dir()})")
-    for c in ("contract", "bytecode bytes", "functions", "events", "seconds"):
-        t.add_column(c)
+    for col in ("contract", "bytecode bytes", "functions", "events", "seconds"):
+        t.add_column(col)
     for f in sorted(CONTRACTS.glob("*.vy")):
         t0 = _t.monotonic()
         c = compiled(f.stem)
@@ -247,9 +285,11 @@ def _print_rows(rows: list[Any]) -> None:
 
 @app.command()
 def bench(which: Annotated[str, typer.Argument(
-              help="links | transport | classes | demo | fl-flower | chain | all | seeds | scale")] = "all",
+              help="suites: fidelity | seeds | scale; single benchmarks: links | transport | classes | demo | "
+                   "fl-flower | chain | all")] = "all",
           out: Annotated[Path, typer.Option(help="where to store the JSON record")] = Path("results/bench"),
-          size: Annotated[str, typer.Option(help="seeds suite size: quick (about 10 min) or full")] = "quick",
+          size: Annotated[str, typer.Option(help="suite size (fidelity, seeds): quick (under 10 min) or full")]
+          = "quick",
           only: Annotated[str | None, typer.Option(help="seeds suite: only entries whose name contains this")] = None,
           url: Annotated[str | None, typer.Option(help="chain: also time a JSON-RPC node on this machine")] = None,
           ) -> None:
@@ -273,6 +313,23 @@ def bench(which: Annotated[str, typer.Argument(
         console.print(f"plot: {sdir / 'scale.png'}")
         return
     links, compute = b.available_backends()
+    if which == "fidelity":
+        if size not in ("quick", "full"):
+            err_console.print(f"[red]error[/]: --size {size!r}: use quick or full")
+            raise typer.Exit(2)
+        rows_f: list[b.Row] = []
+        try:
+            for name, job in b.fidelity(size, links, compute):
+                with console.status(f"fidelity ({size}): {name} ..."):
+                    rows_f += job()
+        except TestbedError as exc:
+            fail(exc)
+        _print_rows(rows_f)
+        out.mkdir(parents=True, exist_ok=True)
+        f = out / f"{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-fidelity-{size}.json"
+        f.write_text(json.dumps(b.as_records(rows_f), indent=2))
+        console.print(f"record: {f}  ({sum(r.ok for r in rows_f)}/{len(rows_f)} within tolerance)")
+        return
     jobs: dict[str, Callable[[], list[b.Row]]] = {
         "links": lambda: b.bench_links(links), "transport": lambda: sum((b.bench_transport(x) for x in links), []),
         "classes": lambda: b.bench_classes(compute), "demo": b.bench_demo, "fl-flower": _fl_flower,

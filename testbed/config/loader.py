@@ -172,7 +172,7 @@ def build_topology(spec: TopologySpec, catalog: Catalog, source: str) -> Topolog
     for (m, i), addr in zip(members, node_addrs, strict=True):
         ns = spec.nodes[i]
         nodes[m] = Node(m, ns.tier, catalog.hardware_classes[ns.hardware_class], addr,
-                        pool=ns.name if ns.count > 1 else None)
+                        pool=ns.name if ns.count > 1 else None, site=ns.site)
     links = []
     for j, ((a, b, up, down, lc_name), (aa, ba, plen)) in enumerate(zip(resolved_links, link_addrs, strict=True)):
         energy = catalog.link_classes[lc_name].tx_energy_uj_per_bit if lc_name else None

@@ -147,8 +147,18 @@ class NodeSpec(Frozen):
     tier: Tier
     hardware_class: str
     count: PositiveInt = 1
+    # Ray placement: the node's actors go to the Ray node that offers the custom resource testbed_site_<site>;
+    # links between nodes of sites on different Ray nodes are shaped in userspace (see docs/design-notes.md)
+    site: str | None = None
 
     _name = field_validator("name")(_check_name)
+
+    @field_validator("site")
+    @classmethod
+    def _site(cls, value: str | None) -> str | None:
+        if value is not None and not value.replace("_", "").isalnum():
+            raise ValueError(f"site {value!r}: letters, digits and '_' only (it names a Ray resource)")
+        return value
 
     @field_validator("count", mode="before")
     @classmethod

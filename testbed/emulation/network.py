@@ -98,9 +98,12 @@ class KernelNetwork(NetworkBackend):
 
     name = "kernel"
 
-    def __init__(self, topology: Topology, run_id: str, ledger: Ledger) -> None:
+    def __init__(self, topology: Topology, run_id: str, ledger: Ledger,
+                 userspace_links: frozenset[int] = frozenset()) -> None:
         super().__init__(topology, run_id, ledger)
         self.built = False
+        # links whose ends run on different Ray nodes: no TBF, the senders' transport paces them instead
+        self.userspace_links = userspace_links
 
     def ns(self, node: str) -> str:
         return f"{PREFIX}{self.run_id}-{node}"
@@ -153,8 +156,9 @@ class KernelNetwork(NetworkBackend):
             create_veth(ha, hb, self.ns(link.a), self.ns(link.b), self._ifname(link.index),
                         self._ifname(link.index), link.a_address, link.b_address, link.prefixlen)
             self.ledger.forget("veth", ha)  # moved into the namespaces: goes with them
-            apply_rate(self.ns(link.a), self._ifname(link.index), link.up)
-            apply_rate(self.ns(link.b), self._ifname(link.index), link.down)
+            if link.index not in self.userspace_links:
+                apply_rate(self.ns(link.a), self._ifname(link.index), link.up)
+                apply_rate(self.ns(link.b), self._ifname(link.index), link.down)
         for src in topo.nodes:
             for dst, dnode in topo.nodes.items():
                 if dst == src:
@@ -168,10 +172,17 @@ class KernelNetwork(NetworkBackend):
     def _ifname(index: int) -> str:
         return f"l{index}"
 
+    def tx_rate(self, src: str, dst: str) -> float | None:
+        """The slowest userspace-shaped hop on the path, if any (tc shapes the others)."""
+        rates = [h.spec.rate_mbit for h in self.topology.path(src, dst).hops if h.link.index in self.userspace_links]
+        return min(rates) if rates else None
+
     def set_link(self, index: int, up: LinkSpec, down: LinkSpec) -> None:
         from testbed.emulation.tc import apply_rate
 
         link = self.topology.links[index]
+        if index in self.userspace_links:
+            return  # paced by the transport, which reads the topology's new specs (Testbed.set_link)
         apply_rate(self.ns(link.a), self._ifname(index), up)
         apply_rate(self.ns(link.b), self._ifname(index), down)
 
@@ -188,4 +199,7 @@ class KernelNetwork(NetworkBackend):
         return {"name": self.name, "rate": "tc tbf on each veth (egress), gso_max_size 1500",
                 "delay_jitter_loss": "transport receive hold (arrival + delay); netem not used",
                 "routing": "static /32 routes along shortest paths, forwarding in intermediate namespaces",
-                "host_blackhole": "198.18.0.0/15"}
+                "host_blackhole": "198.18.0.0/15",
+                "link_backends": {str(lk.index): f"{lk.a}-{lk.b}: "
+                                  + ("userspace (ends on different Ray nodes)" if lk.index in self.userspace_links
+                                     else "kernel") for lk in self.topology.links}}

@@ -11,6 +11,7 @@ from testbed.config.loader import load_experiment
 from testbed.results import load
 from testbed.runner import run_experiment
 
+from ..conftest import is_root
 from .test_run import experiment
 
 
@@ -42,3 +43,70 @@ def test_tiers_placed_by_custom_resources(tmp_path: Path, ray_cluster: dict[str,
     for node, tier in (("cam0", "device"), ("cam1", "device"), ("edge", "edge"), ("cloud", "cloud")):
         assert placement[node]["ray_node_id"] == ray_cluster[tier], (node, placement[node])
         assert placement[node]["resources_asked"] == {f"testbed_{tier}": 0.001}
+
+
+SITES = """
+name: sites
+nodes:
+  - {name: dev, tier: device, hardware_class: rpi4b, site: a}
+  - {name: edge, tier: edge, hardware_class: edge_server, site: a}
+  - {name: cloud, tier: cloud, hardware_class: cloud_gpu, site: b}
+links:
+  - {ends: [dev, edge], up: {rate: 100mbit, delay: 2ms}}
+  - {ends: [edge, cloud], up: {rate: 1mbit, delay: 5ms}}
+"""
+
+
+@pytest.fixture
+def two_sites(calibration_file: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    import ray
+    from ray.cluster_utils import Cluster
+
+    monkeypatch.setenv("TESTBED_CALIBRATION", str(calibration_file))
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    ids = {s: cluster.add_node(num_cpus=1, resources={f"testbed_site_{s}": 100}).node_id for s in ("a", "b")}
+    ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False, configure_logging=False)
+    try:
+        yield ids
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+@pytest.mark.skipif(not is_root(), reason="needs root (kernel links)")
+def test_sites_pin_actors_and_links_between_them_fall_back_to_userspace(tmp_path: Path,
+                                                                          two_sites: dict[str, str]) -> None:
+    (tmp_path / "topo.yaml").write_text(SITES)
+    (tmp_path / "exp.yaml").write_text("""
+name: sites
+topology: topo.yaml
+workload: {name: inference, params: {model: small_cnn, tiers: [edge, cloud], requests_per_device: 6, warmup: 1,
+  input_dtype: float32}}
+backends: {links: kernel, compute: none}
+""")
+    out = run_experiment(load_experiment(tmp_path / "exp.yaml"), tmp_path / "results")
+    assert out.status == "complete"
+    m = load(out.path).manifest
+    for node, site in (("dev", "a"), ("edge", "a"), ("cloud", "b")):
+        assert m["placement"][node]["ray_node_id"] == two_sites[site], (node, m["placement"][node])
+        assert m["placement"][node]["resources_asked"] == {f"testbed_site_{site}": 0.001}
+    lb = m["backends"]["links_detail"]["link_backends"]
+    assert lb["0"].endswith("kernel") and lb["1"].startswith("edge-cloud: userspace")
+    # the 1 Mbit/s edge-cloud link is still enforced, now by the device's transport: of a 12 KiB input, what
+    # exceeds the bucket's burst (two segments) takes 70 ms+ at 1 Mbit/s
+    s = out.summary.set_index("phase")
+    assert s.loc["cloud", "latency_p50_ms"] > s.loc["edge", "latency_p50_ms"] + (12 * 1024 - 3028) * 8 / 1e3
+
+
+def test_missing_site_resource_is_refused(tmp_path: Path, ray_cluster: dict[str, str]) -> None:
+    from testbed.errors import ResourceError
+
+    (tmp_path / "topo.yaml").write_text(SITES)
+    (tmp_path / "exp.yaml").write_text("""
+name: sites
+topology: topo.yaml
+workload: {name: inference, params: {model: small_cnn, tiers: [edge], requests_per_device: 1}}
+backends: {links: userspace, compute: none}
+""")
+    with pytest.raises(ResourceError, match="testbed_site_a"):
+        run_experiment(load_experiment(tmp_path / "exp.yaml"), tmp_path / "results")
