@@ -150,6 +150,15 @@ def run_experiment(exp: Experiment, out_root: str | Path = "results", address: s
     spec = exp.spec
     links, compute, reasons = choose_backends(spec.backends.links, spec.backends.compute)
     check_privileges(exp, links, compute)
+    actions = []
+    if spec.scenario is not None:
+        from testbed.scenario import timeline
+
+        actions = timeline(spec.scenario, exp.topology, exp.source, Path(exp.source).parent)
+        if links != "kernel" and any(a.kind == "down" for a in actions):
+            raise ConfigError("taking a link down (down_for_s) needs the kernel link backend", file=exp.source,
+                              path="scenario.events", fix="run as root with backends: {links: kernel}, or re-shape "
+                                                          "the link to a low rate instead")
     wl_cls = WORKLOADS.get(spec.workload.name)
     workload = wl_cls(exp.params, spec.requests, spec.seed, spec.duration_s)
     run_id, path = new_run_dir(out_root, spec.name)
@@ -181,6 +190,12 @@ def run_experiment(exp: Experiment, out_root: str | Path = "results", address: s
                     manifest["calibration_fit"] = tb.fit_caps()
                     manifest["compute_plans"] = {n: p.to_dict() for n, p in tb.plans().items()}
                 workload.setup(tb)
+                player = None
+                if actions:
+                    from testbed.scenario import ScenarioPlayer
+
+                    player = ScenarioPlayer(tb, actions)
+                    player.start()
                 total = workload.total_steps()
                 done = 0
                 last_drain = time.monotonic()
@@ -193,11 +208,17 @@ def run_experiment(exp: Experiment, out_root: str | Path = "results", address: s
                         progress(done, total, str(res.info.get("label", "")))
                     if time.monotonic() - last_drain > drain_every_s or res.done:
                         s, r = tb.drain()
-                        spans_w.write(s)
+                        spans_w.write(s + (player.drain() if player else []))
                         res_w.write(r)
                         last_drain = time.monotonic()
                     if res.done:
                         break
+                if player is not None:
+                    player.stop()
+                    spans_w.write(player.drain())
+                    manifest["scenario"] = {"actions": len(actions), "applied": player.applied,
+                                            "not_reached": len(actions) - player.applied - len(player.errors),
+                                            "errors": player.errors}
                 workload.teardown(tb)
                 for name, frame in workload.artifacts().items():
                     if not frame.empty:

@@ -516,6 +516,10 @@ class Testbed:
             futs.append(g.node_actor.update_paths.remote(paths, rates))
         ray.get(futs)
 
+    def set_link_state(self, index: int, up: bool) -> None:
+        """Take link ``index`` down (kernel backend: every packet on it dropped, both ways) or bring it back."""
+        self._net.set_link_state(index, up)
+
     def set_phase(self, phase: str) -> None:
         import ray
 

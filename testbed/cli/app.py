@@ -286,7 +286,7 @@ def _print_rows(rows: list[Any]) -> None:
 @app.command()
 def bench(which: Annotated[str, typer.Argument(
               help="suites: fidelity | seeds | scale; single benchmarks: links | transport | classes | demo | "
-                   "fl-flower | chain | all")] = "all",
+                   "fl-flower | chain | trace | all")] = "all",
           out: Annotated[Path, typer.Option(help="where to store the JSON record")] = Path("results/bench"),
           size: Annotated[str, typer.Option(help="suite size (fidelity, seeds): quick (under 10 min) or full")]
           = "quick",
@@ -333,7 +333,7 @@ def bench(which: Annotated[str, typer.Argument(
     jobs: dict[str, Callable[[], list[b.Row]]] = {
         "links": lambda: b.bench_links(links), "transport": lambda: sum((b.bench_transport(x) for x in links), []),
         "classes": lambda: b.bench_classes(compute), "demo": b.bench_demo, "fl-flower": _fl_flower,
-        "chain": lambda: _chain(links, url)}
+        "chain": lambda: _chain(links, url), "trace": lambda: b.bench_trace(links)}
     if which != "all" and which not in jobs:
         err_console.print(f"[red]error[/]: unknown benchmark {which!r}; choose one of: {', '.join(jobs)}, all")
         raise typer.Exit(2)

@@ -236,6 +236,10 @@ def load_experiment(path: str | Path, catalog: Catalog | None = None) -> Experim
                           fix="give a path relative to the experiment file or the repository root")
     topo = load_topology(topo_path, catalog)
     wl.check(params, topo, str(path))
+    if spec.scenario is not None:
+        from testbed.scenario import timeline
+
+        timeline(spec.scenario, topo, str(path), Path(path).parent)  # raises on a bad link, file or row
     return Experiment(spec, topo, params, str(path))
 
 

@@ -230,6 +230,33 @@ class BackendChoice(Frozen):
     compute: Literal["auto", "cgroup", "dilation", "none"] = "auto"
 
 
+class LinkEvent(Frozen):
+    """A timed change of one link (see ``testbed.scenario``)."""
+
+    at_s: NonNegativeFloat
+    link: tuple[str, str]
+    up: LinkSpecPatch | None = None
+    down: LinkSpecPatch | None = None
+    down_for_s: PositiveFloat | None = None  # the link goes down for this long, then comes back as it was
+
+
+class TraceSpec(Frozen):
+    """A link trace replayed from CSV (see ``testbed.scenario``)."""
+
+    link: tuple[str, str]
+    file: str
+    direction: Literal["up", "down", "both"] = "both"
+    loop: bool = False
+
+
+class ScenarioSpec(Frozen):
+    """What happens to the network while the workload runs."""
+
+    events: list[LinkEvent] = Field(default_factory=list)
+    traces: list[TraceSpec] = Field(default_factory=list)
+    horizon_s: PositiveFloat = 3600.0  # a looping trace stops here
+
+
 class ExperimentSpec(Frozen):
     """An experiment file: a topology, a workload, how long, and a seed."""
 
@@ -241,6 +268,7 @@ class ExperimentSpec(Frozen):
     duration_s: PositiveFloat | None = None
     seed: int = 0
     backends: BackendChoice = BackendChoice()
+    scenario: ScenarioSpec | None = None
 
     _name = field_validator("name")(_check_name)
 

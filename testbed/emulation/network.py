@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from testbed.config.models import LinkSpec
-from testbed.errors import ConfigError, PrivilegeError
+from testbed.errors import ConfigError, EmulationError, PrivilegeError
 from testbed.lifecycle.cleanup import VETH_PREFIX, add_blackhole, blackhole_present
 from testbed.lifecycle.ledger import PREFIX, Ledger
 from testbed.topology import Topology
@@ -62,6 +62,10 @@ class NetworkBackend(ABC):
 
     def set_link(self, index: int, up: LinkSpec, down: LinkSpec) -> None:
         """Re-shape one link (scenario events); replaces earlier shaping."""
+
+    def set_link_state(self, index: int, up: bool) -> None:
+        """Take link ``index`` down (every packet on it dropped) or bring it back as it was shaped."""
+        raise EmulationError(f"{self.name} links cannot go down: use the kernel link backend")
 
     def teardown(self) -> None:
         """Remove what ``build`` made (idempotent)."""
@@ -185,6 +189,18 @@ class KernelNetwork(NetworkBackend):
             return  # paced by the transport, which reads the topology's new specs (Testbed.set_link)
         apply_rate(self.ns(link.a), self._ifname(index), up)
         apply_rate(self.ns(link.b), self._ifname(index), down)
+
+    def set_link_state(self, index: int, up: bool) -> None:
+        from testbed.emulation.tc import apply_rate, block, unshape
+
+        link = self.topology.links[index]
+        for ns, spec in ((self.ns(link.a), link.up), (self.ns(link.b), link.down)):
+            if not up:
+                block(ns, self._ifname(index))
+            elif index in self.userspace_links:
+                unshape(ns, self._ifname(index))
+            else:
+                apply_rate(ns, self._ifname(index), spec)
 
     def teardown(self) -> None:
         from testbed.lifecycle.cleanup import CleanReport, clean_entries

@@ -7,6 +7,9 @@ not in the kernel, so delay, jitter and loss are applied by the transport (``tes
 
 from __future__ import annotations
 
+import errno
+from typing import Any
+
 from testbed.config.models import LinkSpec
 from testbed.emulation.netns import ipr
 
@@ -32,7 +35,10 @@ def tbf_params(rate_mbit: float) -> dict[str, int]:
     """
     rate_bps = rate_mbit * 1e6 / 8
     gso = GSO_MAX if rate_bps * 0.002 >= GSO_MAX else 1500
-    burst = max(int(rate_bps * 0.002), 2 * WIRE_MTU, gso + WIRE_MTU if gso > 1500 else 0)
+    # the floor holds two full frames with slack: pyroute2 stores the bucket in timer ticks and rounds it
+    # down (3028 became 3026 bytes at 10 Mbit), and a packet larger than the bucket is never sent: the
+    # qdisc stalled for good when a rate step left a two-frame packet queued (found by `bench trace`)
+    burst = max(int(rate_bps * 0.002), 2 * WIRE_MTU + 128, gso + WIRE_MTU if gso > 1500 else 0)
     limit = max(int(rate_bps * 0.05), 32 * WIRE_MTU) + burst
     return {"rate": int(rate_bps), "burst": burst, "limit": limit, "gso_max_size": gso}
 
@@ -43,7 +49,34 @@ def apply_rate(ns: str, ifname: str, spec: LinkSpec) -> None:
     with ipr(ns) as n:
         idx = n.link_lookup(ifname=ifname)[0]
         n.link("set", index=idx, gso_max_size=p["gso_max_size"])
-        n.tc("replace", "tbf", idx, 0x10000, rate=p["rate"], burst=p["burst"], limit=p["limit"])
+        _replace_root(n, idx, "tbf", rate=p["rate"], burst=p["burst"], limit=p["limit"])
+
+
+def _replace_root(n: Any, idx: int, kind: str, **kw: Any) -> None:
+    """Put a ``kind`` root qdisc on ``idx``; a root of another kind is deleted first (replace refuses that)."""
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    try:
+        n.tc("replace", kind, idx, 0x10000, **kw)
+    except NetlinkError as e:
+        if e.code != errno.EINVAL:
+            raise
+        n.tc("del", index=idx, root=True)
+        n.tc("add", kind, idx, 0x10000, **kw)
+
+
+def block(ns: str, ifname: str) -> None:
+    """Drop every packet leaving ``ifname`` (a link that is down): a pfifo that holds nothing."""
+    with ipr(ns) as n:
+        idx = n.link_lookup(ifname=ifname)[0]
+        _replace_root(n, idx, "pfifo", limit=0)
+
+
+def unshape(ns: str, ifname: str) -> None:
+    """Remove our root qdisc from ``ifname`` (back to the default)."""
+    with ipr(ns) as n:
+        idx = n.link_lookup(ifname=ifname)[0]
+        n.tc("del", index=idx, root=True)
 
 
 def show_qdisc(ns: str, ifname: str) -> str:

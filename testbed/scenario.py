@@ -1,0 +1,183 @@
+"""Scenarios: what happens to the network while a workload runs.
+
+An experiment may carry ``scenario:`` with timed link changes (``events``) and link traces replayed from
+CSV files (``traces``). Times count from the workload's first step. Every applied change is a span of
+kind ``scenario`` in the run's results, so a plot can put the network's state beside the workload's.
+
+- ``events``: ``{at_s, link: [a, b], up: {rate, delay, jitter, loss}, down: {...}}`` merges the given
+  fields over the link's current shaping, per direction (``up`` is a→b as the topology declares it;
+  naming the ends the other way round swaps them). ``down_for_s: S`` takes the link down for S seconds
+  (kernel backend: every packet on it is dropped, both ways; TCP retransmits once it is back).
+- ``traces``: ``{link: [a, b], direction: up|down|both, file: trace.csv}``; the CSV has ``t_s`` and any of
+  ``rate_mbit``, ``delay_ms``, ``jitter_ms``, ``loss_pct``; each row is applied at its time. ``loop: true``
+  repeats the trace after its last row.
+"""
+
+from __future__ import annotations
+
+import csv
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from testbed.config.models import LinkSpecPatch, ScenarioSpec
+from testbed.errors import ConfigError
+
+if TYPE_CHECKING:
+    from testbed.testbed import Testbed
+    from testbed.topology import Topology
+
+
+@dataclass(order=True)
+class Action:
+    t_s: float
+    seq: int
+    kind: str = field(compare=False)  # "set" | "down" | "up"
+    link: int = field(compare=False)
+    up: LinkSpecPatch | None = field(compare=False, default=None)
+    down: LinkSpecPatch | None = field(compare=False, default=None)
+    source: str = field(compare=False, default="")
+
+
+def _link_index(topo: Topology, ends: tuple[str, str], source: str, path: str) -> tuple[int, bool]:
+    """The link joining ``ends`` and whether they are named in its declared order."""
+    for lk in topo.links:
+        if (lk.a, lk.b) == tuple(ends):
+            return lk.index, True
+        if (lk.b, lk.a) == tuple(ends):
+            return lk.index, False
+    raise ConfigError(f"no link joins {ends[0]!r} and {ends[1]!r}", file=source, path=path,
+                      fix="name the two ends of a link of the topology")
+
+
+def read_trace(path: Path, source: str, where: str) -> list[tuple[float, LinkSpecPatch]]:
+    """Rows of a trace CSV as (time, patch); raises ``ConfigError`` naming the row that is wrong."""
+    if not path.exists():
+        raise ConfigError(f"trace file {str(path)!r} not found", file=source, path=where,
+                          fix="give a path relative to the experiment file")
+    rows: list[tuple[float, LinkSpecPatch]] = []
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        cols = set(reader.fieldnames or [])
+        known = {"t_s", "rate_mbit", "delay_ms", "jitter_ms", "loss_pct"}
+        if "t_s" not in cols or not (cols & (known - {"t_s"})) or cols - known:
+            raise ConfigError(f"{path}: columns {sorted(cols)}; want t_s and any of rate_mbit, delay_ms, jitter_ms, "
+                              "loss_pct", file=source, path=where, fix="fix the CSV header")
+        last = -1.0
+        for i, r in enumerate(reader, start=2):
+            try:
+                t = float(r["t_s"])
+                patch = LinkSpecPatch.model_validate({k: float(v) for k, v in r.items() if k != "t_s" and v != ""})
+            except (ValueError, TypeError) as e:
+                raise ConfigError(f"{path}, line {i}: {e}", file=source, path=where,
+                                  fix="numbers only; rate_mbit > 0, 0 <= loss_pct <= 100") from None
+            if t < last:
+                raise ConfigError(f"{path}, line {i}: t_s {t} goes back in time (previous {last})", file=source,
+                                  path=where, fix="sort the rows by t_s")
+            last = t
+            rows.append((t, patch))
+    if not rows:
+        raise ConfigError(f"{path} has no rows", file=source, path=where, fix="add at least one row")
+    return rows
+
+
+def timeline(spec: ScenarioSpec, topo: Topology, source: str, base_dir: Path) -> list[Action]:
+    """Every change the scenario makes, in time order (validated against the topology)."""
+    acts: list[Action] = []
+    seq = 0
+    for i, ev in enumerate(spec.events):
+        idx, fwd = _link_index(topo, ev.link, source, f"scenario.events[{i}].link")
+        up, down = (ev.up, ev.down) if fwd else (ev.down, ev.up)
+        if ev.down_for_s is not None:
+            if up or down:
+                raise ConfigError("an event either re-shapes a link or takes it down, not both", file=source,
+                                  path=f"scenario.events[{i}]", fix="split it into two events")
+            acts += [Action(ev.at_s, seq, "down", idx, source=f"events[{i}]"),
+                     Action(ev.at_s + ev.down_for_s, seq + 1, "up", idx, source=f"events[{i}]")]
+            seq += 2
+            continue
+        if up is None and down is None:
+            raise ConfigError("the event changes nothing", file=source, path=f"scenario.events[{i}]",
+                              fix="give up:, down: or down_for_s:")
+        acts.append(Action(ev.at_s, seq, "set", idx, up, down, f"events[{i}]"))
+        seq += 1
+    for i, tr in enumerate(spec.traces):
+        idx, fwd = _link_index(topo, tr.link, source, f"scenario.traces[{i}].link")
+        direction = tr.direction if fwd or tr.direction == "both" else {"up": "down", "down": "up"}[tr.direction]
+        rows = read_trace((base_dir / tr.file) if not Path(tr.file).is_absolute() else Path(tr.file), source,
+                          f"scenario.traces[{i}].file")
+        period = rows[-1][0] + (rows[1][0] - rows[0][0] if len(rows) > 1 else 1.0)
+        offset = 0.0
+        while True:
+            for t, p in rows:
+                if offset + t > spec.horizon_s:
+                    break
+                acts.append(Action(offset + t, seq, "set", idx, p if direction in ("up", "both") else None,
+                                   p if direction in ("down", "both") else None, f"traces[{i}]"))
+                seq += 1
+            offset += period
+            if not tr.loop or offset > spec.horizon_s:
+                break
+    return sorted(acts)
+
+
+class ScenarioPlayer:
+    """Applies a timeline to a live testbed from a thread; its spans are drained like the nodes'."""
+
+    def __init__(self, tb: Testbed, actions: list[Action]) -> None:
+        self.tb = tb
+        self.actions = actions
+        self.spans: list[dict[str, Any]] = []
+        self.applied = 0
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="tb-scenario")
+        self.t0_ns = 0
+
+    def start(self) -> None:
+        self.t0_ns = time.monotonic_ns()
+        self._thread.start()
+
+    def _run(self) -> None:
+        from testbed.metrics import make_span
+
+        for a in self.actions:
+            wait = self.t0_ns / 1e9 + a.t_s - time.monotonic()
+            if wait > 0 and self._stop.wait(wait):
+                return
+            if self._stop.is_set():
+                return
+            lk = self.tb.topology.links[a.link]
+            t0 = time.monotonic_ns()
+            attrs: dict[str, Any] = {}
+            try:
+                if a.kind == "set":
+                    up = a.up.over(lk.up) if a.up else lk.up
+                    down = a.down.over(lk.down) if a.down else lk.down
+                    self.tb.set_link(a.link, up, down)
+                    attrs = {"up_rate_mbit": up.rate_mbit, "up_delay_ms": up.delay_ms, "up_loss_pct": up.loss_pct,
+                             "down_rate_mbit": down.rate_mbit, "down_delay_ms": down.delay_ms,
+                             "down_loss_pct": down.loss_pct}
+                else:
+                    self.tb.set_link_state(a.link, a.kind == "up")
+            except Exception as e:  # reported in the manifest; the run goes on
+                self.errors.append(f"{a.source} at {a.t_s} s: {type(e).__name__}: {e}")
+                continue
+            span = make_span(self.tb.run_id, "scenario", "scenario", t0, time.monotonic_ns(), src=lk.a, dst=lk.b,
+                             event=a.kind, link=a.link, at_s=a.t_s, source=a.source, **attrs)
+            with self._lock:
+                self.spans.append(span)
+                self.applied += 1
+
+    def drain(self) -> list[dict[str, Any]]:
+        with self._lock:
+            out, self.spans = self.spans, []
+        return out
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(10)

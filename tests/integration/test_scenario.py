@@ -1,0 +1,50 @@
+"""A scenario during a run: a trace drops the uplink, a flap takes it down; requests slow down, none is lost,
+and every change is a span."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from testbed.config.loader import load_experiment
+from testbed.results import load
+from testbed.runner import run_experiment
+
+from ..conftest import ROOT, is_root
+
+
+@pytest.mark.skipif(not is_root(), reason="needs root (kernel links: a link that goes down)")
+def test_trace_and_flap_during_inference(tmp_path: Path, ray_local: None) -> None:
+    (tmp_path / "up.csv").write_text("t_s,rate_mbit\n0,100\n2.0,1\n")
+    (tmp_path / "exp.yaml").write_text(f"""
+name: scen
+topology: {ROOT / 'topologies/minimal.yaml'}
+workload: {{name: inference, params: {{model: small_cnn, tiers: [edge], requests_per_device: 40, interval_ms: 100,
+  warmup: 1, chunk: 40, input_dtype: float32}}}}
+backends: {{links: kernel, compute: none}}
+scenario:
+  traces: [{{link: [dev, edge], file: up.csv, direction: up}}]
+  events: [{{at_s: 3.0, link: [dev, edge], down_for_s: 0.6}}]
+""")
+    out = run_experiment(load_experiment(tmp_path / "exp.yaml"), tmp_path / "results")
+    assert out.status == "complete"
+    sc = out.manifest["scenario"]
+    assert sc["applied"] == sc["actions"] == 4 and not sc["errors"]
+    spans = load(out.path).spans
+    ev = spans[spans.kind == "scenario"]
+    assert [json.loads(a)["event"] for a in ev.sort_values("start_ns")["attrs"]] == ["set", "set", "down", "up"]
+    req = spans[(spans.kind == "request") & (spans.phase == "edge")].sort_values("start_ns")
+    assert len(req) == 40  # none lost: the flap only delayed them (TCP retransmits)
+    t_drop = ev.sort_values("start_ns").start_ns.iloc[1]
+    t_down, t_up = ev.sort_values("start_ns").start_ns.iloc[2], ev.sort_values("start_ns").start_ns.iloc[3]
+    before = req[req.end_ns < t_drop].duration_ms
+    after = req[(req.start_ns > t_drop) & (req.end_ns < t_down)].duration_ms
+    # 12 KiB at 100 Mbit/s is ~1 ms; at 1 Mbit/s, what exceeds the TBF's burst takes 70 ms+
+    assert len(before) >= 5 and len(after) >= 3 and after.median() > before.median() + 50
+    # a request that met the outage finished only after the link came back
+    met = req[(req.start_ns < t_up) & (req.end_ns > t_down)]
+    assert len(met) >= 1 and (met.end_ns > t_up).all()
+    assert pd.notna(req.duration_ms).all()

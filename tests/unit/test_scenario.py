@@ -1,0 +1,76 @@
+"""Scenario timelines: events and traces resolve against the topology; bad input names file, path and row."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from testbed.config.loader import load_topology
+from testbed.config.models import ScenarioSpec
+from testbed.errors import ConfigError
+from testbed.scenario import timeline
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def topo():  # type: ignore[no-untyped-def]
+    return load_topology(ROOT / "topologies/minimal.yaml")
+
+
+def test_events_and_traces_in_time_order_with_directions(tmp_path: Path) -> None:
+    (tmp_path / "t.csv").write_text("t_s,rate_mbit,delay_ms\n0,10,5\n2,5,\n4,20,8\n")
+    spec = ScenarioSpec.model_validate({
+        "events": [{"at_s": 1.0, "link": ["edge", "dev"], "up": {"rate": "2mbit"}},  # named backwards
+                   {"at_s": 3.0, "link": ["dev", "edge"], "down_for_s": 0.5}],
+        "traces": [{"link": ["edge", "cloud"], "file": "t.csv", "direction": "up", "loop": True}],
+        "horizon_s": 10})
+    acts = timeline(spec, topo(), "exp.yaml", tmp_path)
+    assert [a.t_s for a in acts] == sorted(a.t_s for a in acts)
+    ev = next(a for a in acts if a.source == "events[0]")
+    assert ev.up is None and ev.down is not None and ev.down.rate_mbit == 2  # edge→dev is the link's down
+    assert [a.kind for a in acts if a.source == "events[1]"] == ["down", "up"]
+    tr = [a for a in acts if a.source == "traces[0]"]
+    # a looping trace: rows at 0, 2, 4, then again from 6 (period = last + one step) up to the horizon
+    assert [a.t_s for a in tr] == [0, 2, 4, 6, 8, 10]
+    assert tr[1].up is not None and tr[1].up.rate_mbit == 5 and tr[1].up.delay_ms is None and tr[1].down is None
+
+
+@pytest.mark.parametrize("csv_text, needle", [
+    ("t,rate\n0,1\n", "columns"),
+    ("t_s,rate_mbit\n2,1\n1,5\n", "goes back in time"),
+    ("t_s,rate_mbit\n0,-3\n", "line 2"),
+    ("t_s,rate_mbit\n", "no rows"),
+])
+def test_bad_traces(tmp_path: Path, csv_text: str, needle: str) -> None:
+    (tmp_path / "t.csv").write_text(csv_text)
+    spec = ScenarioSpec.model_validate({"traces": [{"link": ["dev", "edge"], "file": "t.csv"}]})
+    with pytest.raises(ConfigError, match=needle) as ei:
+        timeline(spec, topo(), "exp.yaml", tmp_path)
+    assert ei.value.path == "scenario.traces[0].file"
+
+
+def test_bad_events(tmp_path: Path) -> None:
+    for ev, needle in [({"at_s": 1, "link": ["dev", "cloud"], "up": {"rate": "1mbit"}}, "no link joins"),
+                       ({"at_s": 1, "link": ["dev", "edge"]}, "changes nothing"),
+                       ({"at_s": 1, "link": ["dev", "edge"], "down_for_s": 1, "up": {"rate": "1mbit"}}, "not both")]:
+        with pytest.raises(ConfigError, match=needle):
+            timeline(ScenarioSpec.model_validate({"events": [ev]}), topo(), "exp.yaml", tmp_path)
+    with pytest.raises(ConfigError, match="not found"):
+        timeline(ScenarioSpec.model_validate({"traces": [{"link": ["dev", "edge"], "file": "nope.csv"}]}), topo(),
+                 "exp.yaml", tmp_path)
+
+
+def test_experiment_file_with_a_bad_scenario_is_refused(tmp_path: Path) -> None:
+    from testbed.config.loader import load_experiment
+
+    exp = tmp_path / "e.yaml"
+    exp.write_text(f"""
+name: e
+topology: {ROOT / 'topologies/minimal.yaml'}
+workload: {{name: inference}}
+scenario: {{events: [{{at_s: 1, link: [dev, nowhere], up: {{rate: 1mbit}}}}]}}
+""")
+    with pytest.raises(ConfigError, match="no link joins") as ei:
+        load_experiment(exp)
+    assert ei.value.path == "scenario.events[0].link" and ei.value.file == str(exp)
