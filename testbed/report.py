@@ -59,6 +59,11 @@ def _plots(spans: pd.DataFrame, resources: pd.DataFrame, manifest: dict[str, Any
         ax.set_xlabel("MB carried (transfer spans, per link and direction)")
         out.append(("Bytes per link", _png(fig)))
 
+    sc = spans[spans.kind == "scenario"] if "kind" in spans else spans.iloc[0:0]
+    if not sc.empty:
+        out.append(("Scenario: link rates over time, and request latency against the same clock",
+                    _png(scenario_figure(spans))))
+
     if not resources.empty:
         comp = resources[resources.process == "compute"]
         if not comp.empty:
@@ -71,6 +76,44 @@ def _plots(spans: pd.DataFrame, resources: pd.DataFrame, manifest: dict[str, Any
             ax.legend(fontsize=7)
             out.append(("CPU use of each node's compute process (psutil)", _png(fig)))
     return out
+
+
+def scenario_figure(spans: pd.DataFrame) -> Any:
+    """Each changed link's rate (and loss) over time, above every request's latency, from the scenario's start."""
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sc = spans[spans.kind == "scenario"].sort_values("start_ns")
+    t0 = sc.start_ns.min()
+    req = spans[spans.kind == "request"]
+    fig, ax = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
+    rows = [dict(json.loads(a), t=(s - t0) / 1e9, name=f"{src}-{dst}")
+            for a, s, src, dst in zip(sc["attrs"], sc.start_ns, sc.src, sc.dst, strict=True)]
+    for name in dict.fromkeys(r["name"] for r in rows):
+        pts = [r for r in rows if r["name"] == name and "up_rate_mbit" in r]
+        if pts:
+            ax[0].step([p["t"] for p in pts], [p["up_rate_mbit"] for p in pts], where="post", label=f"{name} up")
+        for r in rows:
+            if r["name"] == name and r["event"] == "down":
+                ax[0].axvspan(r["t"], next((q["t"] for q in rows if q["name"] == name and q["event"] == "up"
+                                             and q["t"] >= r["t"]), r["t"]), color="red", alpha=0.2)
+    ax[0].set_ylabel("rate (Mbit/s)")
+    ax[0].set_yscale("log")
+    ax[0].legend(fontsize=7)
+    ax[0].grid(alpha=0.3)
+    for phase, g in req.groupby("phase"):
+        ax[1].scatter((g.start_ns - t0) / 1e9, g.duration_ms, s=8, label=str(phase))
+    ax[1].set_xlabel("time since the scenario started (s)")
+    ax[1].set_ylabel("request latency (ms)")
+    ax[1].set_yscale("log")
+    ax[1].grid(alpha=0.3)
+    if req.phase.nunique() <= 12:
+        ax[1].legend(fontsize=6)
+    return fig
 
 
 def render_report(run_dir: str | Path) -> Path:

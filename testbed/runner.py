@@ -154,7 +154,7 @@ def run_experiment(exp: Experiment, out_root: str | Path = "results", address: s
     if spec.scenario is not None:
         from testbed.scenario import timeline
 
-        actions = timeline(spec.scenario, exp.topology, exp.source, Path(exp.source).parent)
+        actions = timeline(spec.scenario, exp.topology, exp.source, Path(exp.source).parent, spec.seed)
         if links != "kernel" and any(a.kind == "down" for a in actions):
             raise ConfigError("taking a link down (down_for_s) needs the kernel link backend", file=exp.source,
                               path="scenario.events", fix="run as root with backends: {links: kernel}, or re-shape "

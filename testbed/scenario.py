@@ -39,6 +39,7 @@ class Action:
     up: LinkSpecPatch | None = field(compare=False, default=None)
     down: LinkSpecPatch | None = field(compare=False, default=None)
     source: str = field(compare=False, default="")
+    info: dict[str, Any] = field(compare=False, default_factory=dict)  # e.g. distance and SNR (mobility)
 
 
 def _link_index(topo: Topology, ends: tuple[str, str], source: str, path: str) -> tuple[int, bool]:
@@ -83,7 +84,7 @@ def read_trace(path: Path, source: str, where: str) -> list[tuple[float, LinkSpe
     return rows
 
 
-def timeline(spec: ScenarioSpec, topo: Topology, source: str, base_dir: Path) -> list[Action]:
+def timeline(spec: ScenarioSpec, topo: Topology, source: str, base_dir: Path, seed: int = 0) -> list[Action]:
     """Every change the scenario makes, in time order (validated against the topology)."""
     acts: list[Action] = []
     seq = 0
@@ -120,6 +121,25 @@ def timeline(spec: ScenarioSpec, topo: Topology, source: str, base_dir: Path) ->
             offset += period
             if not tr.loop or offset > spec.horizon_s:
                 break
+    for i, mob in enumerate(spec.mobility):
+        from testbed.mobility import LADDERS, trajectory
+
+        idx, _ = _link_index(topo, (mob.device, mob.ap), source, f"scenario.mobility[{i}]")
+        lk = topo.links[idx]
+        wifi = lk.link_class if lk.link_class in LADDERS else mob.wifi
+        top = lk.up.rate_mbit  # what the class gives next to the access point
+        last: tuple[float, float] | None = None
+        for s in trajectory(mob, top, seed if mob.seed is None else mob.seed, wifi):
+            if s.t_s > spec.horizon_s:
+                break
+            state = (round(s.rate_mbit, 3), round(s.loss_pct, 2))
+            if state == last:
+                continue
+            last = state
+            patch = LinkSpecPatch(rate_mbit=max(s.rate_mbit, 0.01), loss_pct=s.loss_pct)
+            acts.append(Action(s.t_s, seq, "set", idx, patch, patch, f"mobility[{i}]",
+                               {"distance_m": round(s.distance_m, 2), "snr_db": round(s.snr_db, 2), "wifi": wifi}))
+            seq += 1
     return sorted(acts)
 
 
@@ -167,7 +187,7 @@ class ScenarioPlayer:
                 self.errors.append(f"{a.source} at {a.t_s} s: {type(e).__name__}: {e}")
                 continue
             span = make_span(self.tb.run_id, "scenario", "scenario", t0, time.monotonic_ns(), src=lk.a, dst=lk.b,
-                             event=a.kind, link=a.link, at_s=a.t_s, source=a.source, **attrs)
+                             event=a.kind, link=a.link, at_s=a.t_s, source=a.source, **attrs, **a.info)
             with self._lock:
                 self.spans.append(span)
                 self.applied += 1

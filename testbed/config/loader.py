@@ -239,7 +239,7 @@ def load_experiment(path: str | Path, catalog: Catalog | None = None) -> Experim
     if spec.scenario is not None:
         from testbed.scenario import timeline
 
-        timeline(spec.scenario, topo, str(path), Path(path).parent)  # raises on a bad link, file or row
+        timeline(spec.scenario, topo, str(path), Path(path).parent, spec.seed)  # raises on a bad link, file, row
     return Experiment(spec, topo, params, str(path))
 
 

@@ -249,11 +249,55 @@ class TraceSpec(Frozen):
     loop: bool = False
 
 
+class PathLossSpec(Frozen):
+    """Log-distance path loss with log-normal shadowing: PL(d) = pl0_db + 10 n log10(d / 1 m) + X."""
+
+    pl0_db: float = 40.0  # at 1 m; free space at 2.4 GHz is 40 dB
+    exponent: PositiveFloat = 3.0  # 2 free space, 2.7-3.5 indoor office/urban
+    shadowing_db: NonNegativeFloat = 4.0  # standard deviation of X
+    correlation: float = Field(0.8, ge=0, lt=1)  # of X from one step to the next (AR(1); 0: independent)
+
+
+class RandomWaypoint(Frozen):
+    """Random waypoint on the distance axis: pick a distance, walk there at a random speed, pause, repeat."""
+
+    max_distance_m: PositiveFloat = 80.0
+    min_distance_m: PositiveFloat = 1.0
+    speed_mps: tuple[PositiveFloat, PositiveFloat] = (0.5, 1.5)
+    pause_s: NonNegativeFloat = 2.0
+    duration_s: PositiveFloat = 60.0
+
+
+class MobilitySpec(Frozen):
+    """A device moving relative to its access point; its link's rate and loss follow the SNR (see
+    ``testbed.mobility``)."""
+
+    device: str
+    ap: str
+    wifi: Literal["wifi_n", "wifi_ac", "wifi_ax"] = "wifi_n"
+    tx_power_dbm: float = 20.0
+    noise_dbm: float = -90.0
+    path_loss: PathLossSpec = Field(default_factory=lambda: PathLossSpec.model_validate({}))
+    waypoints: list[tuple[NonNegativeFloat, PositiveFloat]] | None = None  # (t_s, distance_m), linear between
+    random_waypoint: RandomWaypoint | None = None
+    step_s: PositiveFloat = 0.5
+    seed: int | None = None  # default: the experiment's
+
+    @model_validator(mode="after")
+    def _one_path(self) -> MobilitySpec:
+        if (self.waypoints is None) == (self.random_waypoint is None):
+            raise ValueError("give either waypoints or random_waypoint")
+        if self.waypoints is not None and [t for t, _ in self.waypoints] != sorted(t for t, _ in self.waypoints):
+            raise ValueError("waypoints must be in time order")
+        return self
+
+
 class ScenarioSpec(Frozen):
     """What happens to the network while the workload runs."""
 
     events: list[LinkEvent] = Field(default_factory=list)
     traces: list[TraceSpec] = Field(default_factory=list)
+    mobility: list[MobilitySpec] = Field(default_factory=list)
     horizon_s: PositiveFloat = 3600.0  # a looping trace stops here
 
 

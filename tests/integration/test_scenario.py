@@ -48,3 +48,33 @@ scenario:
     met = req[(req.start_ns < t_up) & (req.end_ns > t_down)]
     assert len(met) >= 1 and (met.end_ns > t_up).all()
     assert pd.notna(req.duration_ms).all()
+
+
+def test_device_walks_away_and_the_adaptive_planner_follows(tmp_path: Path, ray_local: None) -> None:
+    (tmp_path / "exp.yaml").write_text(f"""
+name: walk
+topology: {ROOT / 'topologies/demo_split.yaml'}
+workload:
+  name: split_inference
+  params: {{model: resnet18, planners: [adaptive_neurosurgeon], requests_per_planner: 80, chunk: 1, warmup: 0,
+            latency_target_ms: 400}}
+backends: {{links: {'kernel' if is_root() else 'userspace'}, compute: dilation}}
+scenario:
+  mobility:
+    - {{device: cam, ap: edge, waypoints: [[0, 2], [3, 130], [6, 130], [8, 2]],
+       path_loss: {{exponent: 3.5, shadowing_db: 0}}, step_s: 0.5}}
+seed: 2
+""")
+    out = run_experiment(load_experiment(tmp_path / "exp.yaml"), tmp_path / "results")
+    assert out.status == "complete" and not out.manifest["scenario"]["errors"]
+    plans = pd.read_parquet(out.path / "plans.parquet")
+    far = plans[plans.uplink_now_mbit == plans.uplink_now_mbit.min()]
+    near = plans[plans.uplink_now_mbit == plans.uplink_now_mbit.max()]
+    assert (far.c1 == far.n_blocks).all() and (near.c1 < near.n_blocks).all()  # all on the device when far away
+    assert len(plans) >= 4  # planned at the start, then again at each change it met
+    f = pd.read_csv(out.path / "findings.csv").set_index("finding")
+    assert f.loc["re-planned on every link change, the cut moves toward the device as the uplink falls",
+                 "result"] == "held"
+    spans = load(out.path).spans
+    sc = spans[spans.kind == "scenario"]
+    assert all("distance_m" in json.loads(a) for a in sc["attrs"])

@@ -74,3 +74,36 @@ scenario: {{events: [{{at_s: 1, link: [dev, nowhere], up: {{rate: 1mbit}}}}]}}
     with pytest.raises(ConfigError, match="no link joins") as ei:
         load_experiment(exp)
     assert ei.value.path == "scenario.events[0].link" and ei.value.file == str(exp)
+
+
+def test_mobility_rate_falls_with_distance_and_is_seeded(tmp_path: Path) -> None:
+    from testbed.config.models import MobilitySpec
+    from testbed.mobility import rate_and_loss, trajectory
+
+    # the 802.11ac ladder: at 35 dB the top step, at 6 dB the lowest, below 5 dB out of range
+    assert rate_and_loss(35, "wifi_ac", 300) == (300, 0.0)
+    r, loss = rate_and_loss(6, "wifi_ac", 300)
+    assert r == pytest.approx(300 * 6.5 / 86.7) and loss == pytest.approx(5.0)
+    assert rate_and_loss(0, "wifi_ac", 300)[1] == 30.0
+    m = MobilitySpec.model_validate({"device": "dev", "ap": "edge", "waypoints": [[0, 2], [10, 120]],
+                                     "path_loss": {"exponent": 3.5, "shadowing_db": 0}, "step_s": 1})
+    s = trajectory(m, 300, seed=5, wifi="wifi_ac")
+    rates = [x.rate_mbit for x in s]
+    assert rates[0] == 300 and rates[-1] < 1 and rates == sorted(rates, reverse=True)  # no shadowing: monotone
+    noisy = MobilitySpec.model_validate({"device": "dev", "ap": "edge", "random_waypoint": {"duration_s": 30}})
+    a, b = trajectory(noisy, 90, seed=1), trajectory(noisy, 90, seed=1)
+    assert [x.snr_db for x in a] == [x.snr_db for x in b] != [x.snr_db for x in trajectory(noisy, 90, seed=2)]
+    with pytest.raises(ValueError, match="either waypoints or random_waypoint"):
+        MobilitySpec.model_validate({"device": "dev", "ap": "edge"})
+
+
+def test_mobility_becomes_link_actions_on_the_device_link(tmp_path: Path) -> None:
+    spec = ScenarioSpec.model_validate({"mobility": [{"device": "dev", "ap": "edge", "waypoints": [[0, 2], [10, 150]],
+                                                      "path_loss": {"shadowing_db": 0, "exponent": 3.5}}]})
+    acts = timeline(spec, topo(), "exp.yaml", tmp_path, seed=3)
+    assert acts and all(a.source == "mobility[0]" and a.link == 0 for a in acts)
+    assert acts[0].up is not None and acts[-1].up is not None and acts[-1].up.rate_mbit < acts[0].up.rate_mbit
+    assert {"distance_m", "snr_db", "wifi"} <= set(acts[-1].info)
+    with pytest.raises(ConfigError, match="no link joins"):
+        timeline(ScenarioSpec.model_validate({"mobility": [{"device": "dev", "ap": "cloud",
+                                                            "waypoints": [[0, 2]]}]}), topo(), "e.yaml", tmp_path)

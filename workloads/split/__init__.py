@@ -74,6 +74,7 @@ class SplitParams(BaseModel):
     chunk: PositiveInt = 5
     predictor: Literal["profile", "regression"] = "profile"  # regression: only one reference node is profiled
     link_change: LinkChange | None = None  # the uplink changes in the middle of every planner's requests
+    latency_target_ms: PositiveFloat | None = None  # report the share of requests within it (a finding)
 
     @field_validator("planners", mode="before")
     @classmethod
@@ -307,12 +308,14 @@ class SplitInference(Workload):
             if c2 < prof.n:
                 hops.append([c, c2, prof.n])
             attrs = {"planner": ps.label, "uplink_mbit": bw, "c1": c1, "c2": c2, "n_blocks": prof.n,
+                     "uplink_now_mbit": self._access(topo, d)[1].rate_mbit, "planned_at_ns": time.monotonic_ns(),
                      "predicted_ms": pred.latency_ms, "predicted_energy_j": pred.device_energy_j}
             self.current[d] = (hops, attrs)
             acc = self._compression_cost(tb, d, hops) if self.p.compression != "none" else {}
             attrs.update(acc)
             self.plan_rows.append({"phase": label, "device": d, **attrs,
                                    **{f"pred_{k}_ms": v for k, v in pred.parts.items()}})
+        self.planned_uplink = {d: self._access(topo, d)[1].rate_mbit for d in self.devices}
         tb.set_phase(label)
         if self.p.warmup:
             self._run(tb, self.p.warmup, 0, record=False)
@@ -361,6 +364,11 @@ class SplitInference(Workload):
                 self._plan_round(tb, bw, ps, label=after)  # re-plan from the new link state
             else:
                 tb.set_phase(after)  # same plan, stale prediction
+        elif PLANNERS.get(ps.name).adaptive and any(
+                self._access(tb.topology, d)[1].rate_mbit != self.planned_uplink.get(d) for d in self.devices):
+            # the link changed under us (a scenario: a trace, mobility): an adaptive planner re-plans
+            now = min(self._access(tb.topology, d)[1].rate_mbit for d in self.devices)
+            self._plan_round(tb, bw, ps, label=f"{ps.label}@{now:.3g}mbit")
         sent = self._run(tb, n, start)
         self.step_i += 1
         return StepResult(progress=sent, done=self.step_i >= len(self.schedule), info={"label": ps.label})
@@ -424,7 +432,41 @@ class SplitInference(Workload):
             rows.append({"finding": "planner prediction error <= 10 % (median |error|)",
                          "result": "held" if med <= 10 else "did not hold", "held_in": "",
                          "evidence": f"median |error| {med:.1f} % over {len(summary)} planner runs"})
-        return pd.DataFrame(rows)
+        if self.p.latency_target_ms and "within_target" in summary:
+            share = float((summary.within_target * summary.requests).sum() / summary.requests.sum())
+            rows.append({"finding": f"at least 90 % of requests within {self.p.latency_target_ms:g} ms",
+                         "result": "held" if share >= 0.9 else "did not hold", "held_in": "",
+                         "evidence": f"{100 * share:.1f} % of {int(summary.requests.sum())} requests"})
+        wins = getattr(self, "window_rows", None)
+        if self.p.latency_target_ms and wins:
+            bad = [w for w in wins if not w["median_ms"] <= self.p.latency_target_ms]
+            rows.append({"finding": f"median latency within {self.p.latency_target_ms:g} ms in every 5 s window of "
+                                    "the scenario", "result": "held" if not bad else "did not hold", "held_in": "",
+                         "evidence": "; ".join(f"{w['window_start_s']:g} s: {w['median_ms']:.0f} ms over "
+                                               f"{w['requests']}" for w in wins)})
+        return pd.DataFrame(rows + self._scenario_findings())
+
+    def _scenario_findings(self) -> list[dict[str, Any]]:
+        """When a scenario moved the link under an adaptive planner: the cut follows the uplink, and the share
+        of requests within ``latency_target_ms``."""
+        plans = pd.DataFrame(getattr(self, "plan_rows", []))
+        if plans.empty or "uplink_now_mbit" not in plans:
+            return []
+        rows = []
+        for planner, g in plans.groupby("planner"):
+            if not PLANNERS.get(self._planner_name(str(planner))).adaptive \
+                    or g.uplink_now_mbit.nunique() < 3 or g.uplink_mbit.notna().any():
+                continue
+            by = g.groupby("uplink_now_mbit").c1.mean().sort_index()
+            ok = by.iloc[0] > by.iloc[-1] and bool((by.diff().dropna() <= 0).all())
+            rows.append({"finding": "re-planned on every link change, the cut moves toward the device as the uplink "
+                                    "falls", "result": "held" if ok else "did not hold", "held_in": str(planner),
+                         "evidence": ", ".join(f"{r:.3g} Mbit/s: c1={c:g}" for r, c in by.items())
+                         + f" ({len(g)} plans)"})
+        return rows
+
+    def _planner_name(self, label: str) -> str:
+        return next((ps.name for ps in self.p.planners if ps.label == label), label)
 
     def summarize(self, spans: pd.DataFrame) -> pd.DataFrame:
         req = spans[spans.kind == "request"].copy()
@@ -445,6 +487,18 @@ class SplitInference(Workload):
                     compression_max_rel_diff=("compression_max_rel_diff", "first"),
                     compression_top1_agreement=("compression_top1_agreement", "first"),
                     ).reset_index().rename(columns={"node": "device"})
+        if self.p.latency_target_ms:
+            target = self.p.latency_target_ms
+            out["within_target"] = g.duration_ms.apply(lambda v: float((v <= target).mean())).to_numpy()
+            sc = spans[spans.kind == "scenario"]
+            if not sc.empty:  # by time: a request stuck on a dead link also stops the ones behind it
+                t = (req.end_ns - sc.start_ns.min()) / 1e9
+                w = req.groupby((t // 5) * 5).duration_ms
+                size, med = w.size(), w.median()
+                # a window in which no request finished counts as one, with no median (a failure)
+                self.window_rows = [{"window_start_s": float(k), "requests": int(size.get(k, 0)),
+                                     "median_ms": float(med.get(k, float("inf")))}
+                                    for k in np.arange(0.0, float(size.index.max()) + 5, 5.0)]
         if self.p.compression == "none":
             out = out.drop(columns=["compression_max_rel_diff", "compression_top1_agreement"])
         out["uplink_mbit"] = out["uplink_mbit"].map(lambda v: v if v is not None and not (
