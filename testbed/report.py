@@ -91,8 +91,8 @@ def scenario_figure(spans: pd.DataFrame) -> Any:
     t0 = sc.start_ns.min()
     req = spans[spans.kind == "request"]
     fig, ax = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
-    rows = [dict(json.loads(a), t=(s - t0) / 1e9, name=f"{src}-{dst}")
-            for a, s, src, dst in zip(sc["attrs"], sc.start_ns, sc.src, sc.dst, strict=True)]
+    rows = [dict(json.loads(a), t=(s - t0) / 1e9, name=f"{src}-{dst}" if src else node)
+            for a, s, src, dst, node in zip(sc["attrs"], sc.start_ns, sc.src, sc.dst, sc.node, strict=True)]
     for name in dict.fromkeys(r["name"] for r in rows):
         pts = [r for r in rows if r["name"] == name and "up_rate_mbit" in r]
         if pts:
@@ -102,9 +102,17 @@ def scenario_figure(spans: pd.DataFrame) -> Any:
                 ax[0].axvspan(r["t"], next((q["t"] for q in rows if q["name"] == name and q["event"] == "up"
                                              and q["t"] >= r["t"]), r["t"]), color="red", alpha=0.2)
     ax[0].set_ylabel("rate (Mbit/s)")
-    ax[0].set_yscale("log")
-    ax[0].legend(fontsize=7)
+    if ax[0].get_legend_handles_labels()[0]:
+        ax[0].set_yscale("log")
+        ax[0].legend(fontsize=7)
     ax[0].grid(alpha=0.3)
+    for r in rows:  # node outages: from a crash to its restart (or the end)
+        if r["event"] == "crash":
+            back = next((q["t"] for q in rows if q["event"] == "restart" and q["t"] >= r["t"]
+                         and q["name"] == r["name"]), None)
+            end = back if back is not None else float((req.end_ns.max() - t0) / 1e9) if not req.empty else r["t"]
+            for a in ax:
+                a.axvspan(r["t"], end, color="grey", alpha=0.25)
     for phase, g in req.groupby("phase"):
         ax[1].scatter((g.start_ns - t0) / 1e9, g.duration_ms, s=8, label=str(phase))
     ax[1].set_xlabel("time since the scenario started (s)")

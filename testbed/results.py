@@ -76,6 +76,7 @@ def request_table(spans: pd.DataFrame) -> pd.DataFrame:
     out = out.join(agg).join(extra)
     out["target"] = out["attrs"].map(lambda a: json.loads(a).get("target", "") if a else "")
     out["target_tier"] = out["attrs"].map(lambda a: json.loads(a).get("target_tier", "") if a else "")
+    out["status"] = out["attrs"].map(lambda a: json.loads(a).get("status", "ok") if a else "ok")
     return out.drop(columns=["attrs"]).reset_index()
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from testbed.config.models import LinkSpecPatch, ScenarioSpec
+from testbed.config.models import LinkSpecPatch, NodeEvent, ScenarioSpec
 from testbed.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -34,12 +34,13 @@ if TYPE_CHECKING:
 class Action:
     t_s: float
     seq: int
-    kind: str = field(compare=False)  # "set" | "down" | "up"
-    link: int = field(compare=False)
+    kind: str = field(compare=False)  # "set" | "down" | "up" | "crash" | "restart"
+    link: int = field(compare=False)  # -1 for node events
     up: LinkSpecPatch | None = field(compare=False, default=None)
     down: LinkSpecPatch | None = field(compare=False, default=None)
     source: str = field(compare=False, default="")
     info: dict[str, Any] = field(compare=False, default_factory=dict)  # e.g. distance and SNR (mobility)
+    node: str = field(compare=False, default="")  # crash / restart
 
 
 def _link_index(topo: Topology, ends: tuple[str, str], source: str, path: str) -> tuple[int, bool]:
@@ -89,6 +90,20 @@ def timeline(spec: ScenarioSpec, topo: Topology, source: str, base_dir: Path, se
     acts: list[Action] = []
     seq = 0
     for i, ev in enumerate(spec.events):
+        if isinstance(ev, NodeEvent):
+            if ev.crash not in topo.nodes:
+                raise ConfigError(f"no node {ev.crash!r} to crash", file=source, path=f"scenario.events[{i}].crash",
+                                  fix=f"one of {', '.join(list(topo.nodes)[:10])}")
+            if topo.nodes[ev.crash].pool is not None:
+                raise ConfigError(f"{ev.crash} is in a device pool, whose devices share one process", file=source,
+                                  path=f"scenario.events[{i}].crash", fix="crash a node that is not in a pool")
+            acts.append(Action(ev.at_s, seq, "crash", -1, node=ev.crash, source=f"events[{i}]"))
+            seq += 1
+            if ev.restart_after_s is not None:
+                acts.append(Action(ev.at_s + ev.restart_after_s, seq, "restart", -1, node=ev.crash,
+                                   source=f"events[{i}]"))
+                seq += 1
+            continue
         idx, fwd = _link_index(topo, ev.link, source, f"scenario.events[{i}].link")
         up, down = (ev.up, ev.down) if fwd else (ev.down, ev.up)
         if ev.down_for_s is not None:
@@ -170,9 +185,20 @@ class ScenarioPlayer:
                 return
             if self._stop.is_set():
                 return
-            lk = self.tb.topology.links[a.link]
             t0 = time.monotonic_ns()
             attrs: dict[str, Any] = {}
+            if a.kind in ("crash", "restart"):
+                try:
+                    (self.tb.crash_node if a.kind == "crash" else self.tb.restart_node)(a.node)
+                except Exception as e:  # reported in the manifest; the run goes on
+                    self.errors.append(f"{a.source} at {a.t_s} s: {type(e).__name__}: {e}")
+                    continue
+                with self._lock:
+                    self.spans.append(make_span(self.tb.run_id, a.node, "scenario", t0, time.monotonic_ns(),
+                                                event=a.kind, at_s=a.t_s, source=a.source))
+                    self.applied += 1
+                continue
+            lk = self.tb.topology.links[a.link]
             try:
                 if a.kind == "set":
                     up = a.up.over(lk.up) if a.up else lk.up

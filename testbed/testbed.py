@@ -35,6 +35,7 @@ class Group:
     compute_actor: Any = None
     cgroup: dict[str, Any] | None = None
     plans: dict[str, ComputePlan] = field(default_factory=dict)
+    pids: tuple[int, int] = (0, 0)  # node actor, compute actor
 
 
 class Testbed:
@@ -72,6 +73,16 @@ class Testbed:
         self.warnings: list[str] = []
         self.timings: dict[str, float] = {}
         self._stack = ExitStack()
+        # what set each node up (roles, models), replayed when a crashed node restarts
+        self._setup_calls: dict[str, list[tuple[str, tuple[Any, ...]]]] = {}
+        self._crashed: set[str] = set()
+        self._pending_spans: list[dict[str, Any]] = []
+        self._pending_samples: list[dict[str, Any]] = []
+        self._ports: dict[str, int] = {}
+
+    def _live_groups(self) -> list[Group]:
+        """Groups whose actors are up (not crashed by a scenario)."""
+        return [g for g in self.groups.values() if not (set(g.nodes) & self._crashed)]
 
     # -- lifecycle -------------------------------------------------------------------------
     def __enter__(self) -> Testbed:
@@ -238,20 +249,10 @@ class Testbed:
             pid, start = ray.get(g.compute_actor.pid.remote(), timeout=120)
             self.ledger.record("pid", str(pid), pid=pid, start=start)
             self._stack.callback(self._kill_and_wait, g.compute_actor, pid)
+            g.pids = (0, pid)
         for g in self.groups.values():
-            specs = []
-            for n in g.nodes:
-                node = topo.nodes[n]
-                b = self._net.binding(n)
-                energy = {}
-                for other in topo.nodes:
-                    if other != n:
-                        first = topo.path(other, n).hops[0]
-                        energy[f"{other}>{n}"] = first.link.tx_energy_uj_per_bit or 0.0
-                specs.append({"name": n, "tier": node.tier, "hardware": node.hardware, "netns": b.netns,
-                              "address": b.address, "tx_energy": energy})
             g.node_actor = NodeActor.options(**self._actor_options(g.nodes[0])).remote(
-                self.run_id, specs, g.compute_actor, self.seed)
+                self.run_id, self._node_specs(g), g.compute_actor, self.seed)
             self._stack.callback(ray.kill, g.node_actor, no_restart=True)
         hosts = set()
         for g in self.groups.values():
@@ -259,6 +260,7 @@ class Testbed:
             hosts.add(w["host"])
             self.ledger.record("pid", str(w["pid"]), pid=w["pid"], start=w["start"])
             self._stack.callback(self._stop_node_actor, g.node_actor, w["pid"])
+            g.pids = (w["pid"], g.pids[1])
         if len(hosts) > 1:
             raise ResourceError(
                 f"the actors landed on {len(hosts)} hosts ({', '.join(sorted(hosts))}), but emulated links only run "
@@ -268,11 +270,49 @@ class Testbed:
         ports: dict[str, int] = {}
         for gname, g in self.groups.items():
             ports.update(ray.get(g.node_actor.start.remote(pids[gname], g.cgroup), timeout=120))
+        self._ports = ports
         peers = {n: (self._net.binding(n).address, ports[n]) for n in topo.nodes}
         for g in self.groups.values():
             paths = {n: {src: vars(self._net.path_model(src, n)) for src in topo.nodes if src != n} for n in g.nodes}
             rates = {n: {dst: self._net.tx_rate(n, dst) for dst in topo.nodes if dst != n} for n in g.nodes}
             ray.get(g.node_actor.set_peers.remote(peers, paths, rates))
+
+    def _node_specs(self, g: Group) -> list[dict[str, Any]]:
+        """What a NodeActor needs to host the nodes of ``g``."""
+        topo = self.topology
+        specs = []
+        for n in g.nodes:
+            node = topo.nodes[n]
+            b = self._net.binding(n)
+            energy = {}
+            for other in topo.nodes:
+                if other != n:
+                    first = topo.path(other, n).hops[0]
+                    energy[f"{other}>{n}"] = first.link.tx_energy_uj_per_bit or 0.0
+            specs.append({"name": n, "tier": node.tier, "hardware": node.hardware, "netns": b.netns,
+                          "address": b.address, "tx_energy": energy})
+        return specs
+
+    def _restart_group(self, g: Group) -> None:
+        """New compute and node actors for ``g`` (after a crash), registered for teardown like the first."""
+        import ray
+
+        from testbed.workload import ACTORS
+
+        ComputeActor, NodeActor = ACTORS.get("compute"), ACTORS.get("node")
+        g.compute_actor = ComputeActor.options(**self._actor_options(g.nodes[0], max(1, len(g.nodes)))).remote(
+            {n: p.to_dict() for n, p in g.plans.items()}, g.cgroup, self.seed)
+        self._stack.callback(ray.kill, g.compute_actor, no_restart=True)
+        pid, start = ray.get(g.compute_actor.pid.remote(), timeout=120)
+        self.ledger.record("pid", str(pid), pid=pid, start=start)
+        self._stack.callback(self._kill_and_wait, g.compute_actor, pid)
+        g.node_actor = NodeActor.options(**self._actor_options(g.nodes[0])).remote(
+            self.run_id, self._node_specs(g), g.compute_actor, self.seed)
+        self._stack.callback(ray.kill, g.node_actor, no_restart=True)
+        w = ray.get(g.node_actor.where.remote(), timeout=120)
+        self.ledger.record("pid", str(w["pid"]), pid=w["pid"], start=w["start"])
+        self._stack.callback(self._stop_node_actor, g.node_actor, w["pid"])
+        g.pids = (w["pid"], pid)
 
     @property
     def _net(self) -> NetworkBackend:
@@ -429,11 +469,13 @@ class Testbed:
         import ray
 
         ray.get(self.node_group[node].node_actor.add_role.remote(node, role, params))
+        self._setup_calls.setdefault(node, []).append(("add_role", (node, role, params)))
 
     def load_model(self, node: str, key: str, model: str, weights_path: str | None = None) -> None:
         import ray
 
         ray.get(self.node_group[node].compute_actor.load.remote(key, model, self.seed, weights_path))
+        self._setup_calls.setdefault(node, []).append(("load_model", (node, key, model, weights_path)))
 
     def start_chain(self, gateway: str, url: str | None = None, block_ms: float | None = None) -> Any:
         """Start the run's EVM chain (embedded py-evm, or the JSON-RPC node at ``url``) in a ``ChainActor``
@@ -466,6 +508,7 @@ class Testbed:
         """
         import ray
 
+        self._setup_calls.setdefault(node, []).append(("load_chain", (node, key, model, weights_path, seed, fresh)))
         out: list[dict[str, Any]] = ray.get(self.node_group[node].compute_actor.load_chain.remote(
             key, model, self.seed if seed is None else seed, weights_path, fresh))
         return out
@@ -510,11 +553,54 @@ class Testbed:
         net.set_link(index, up, down)
         nodes = list(self.topology.nodes)
         futs = []
-        for g in self.groups.values():
+        for g in self._live_groups():
             paths = {n: {s: vars(net.path_model(s, n)) for s in nodes if s != n} for n in g.nodes}
             rates = {n: {d: net.tx_rate(n, d) for d in nodes if d != n} for n in g.nodes}
             futs.append(g.node_actor.update_paths.remote(paths, rates))
         ray.get(futs)
+
+    def crash_node(self, node: str) -> None:
+        """Kill ``node``'s actors (its transport endpoint and its compute process die for real). Peers'
+        requests in flight to it fail at once; new ones are refused until ``restart_node``. Spans it had
+        recorded are collected first (the observer saw them)."""
+        import ray
+
+        g = self.node_group[node]
+        if len(g.nodes) > 1:
+            raise EmulationError(f"{node} is in the device pool {g.name!r}: a pool's devices share one process, "
+                                 "so one of them cannot crash alone")
+        if node in self._crashed:
+            return
+        spans, samples = ray.get(g.node_actor.drain.remote(), timeout=30)
+        self._pending_spans += spans
+        self._pending_samples += samples
+        self._crashed.add(node)
+        self._kill_and_wait(g.node_actor, g.pids[0])
+        self._kill_and_wait(g.compute_actor, g.pids[1])
+
+    def restart_node(self, node: str) -> None:
+        """Start ``node`` again after a crash: new processes on the same namespace and address, the peers told
+        its new port, and the roles and models it was set up with loaded again (state that roles built up
+        through later calls is gone, as after a real reboot)."""
+        import ray
+
+        if node not in self._crashed:
+            return
+        g = self.node_group[node]
+        self._restart_group(g)
+        self._ports.update(ray.get(g.node_actor.start.remote(g.pids[1], g.cgroup), timeout=120))
+        peers = {n: (self._net.binding(n).address, self._ports[n]) for n in self.topology.nodes}
+        nodes = list(self.topology.nodes)
+        futs = []
+        for h in self._live_groups():
+            paths = {n: {s: vars(self._net.path_model(s, n)) for s in nodes if s != n} for n in h.nodes}
+            rates = {n: {d: self._net.tx_rate(n, d) for d in nodes if d != n} for n in h.nodes}
+            futs.append(h.node_actor.set_peers.remote(peers, paths, rates))
+        ray.get(futs, timeout=120)
+        self._crashed.discard(node)
+        calls, self._setup_calls[node] = self._setup_calls.get(node, []), []
+        for fn, args in calls:
+            getattr(self, fn)(*args)
 
     def set_link_state(self, index: int, up: bool) -> None:
         """Take link ``index`` down (kernel backend: every packet on it dropped, both ways) or bring it back."""
@@ -523,14 +609,14 @@ class Testbed:
     def set_phase(self, phase: str) -> None:
         import ray
 
-        ray.get([g.node_actor.set_phase.remote(phase) for g in self.groups.values()])
+        ray.get([g.node_actor.set_phase.remote(phase) for g in self._live_groups()])
 
     def drain(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         import ray
 
-        spans: list[dict[str, Any]] = []
-        samples: list[dict[str, Any]] = []
-        for s, r in ray.get([g.node_actor.drain.remote() for g in self.groups.values()]):
+        spans, self._pending_spans = self._pending_spans, []
+        samples, self._pending_samples = self._pending_samples, []
+        for s, r in ray.get([g.node_actor.drain.remote() for g in self._live_groups()]):
             spans += s
             samples += r
         return spans, samples
@@ -552,6 +638,6 @@ class Testbed:
         import ray
 
         out: dict[str, dict[str, dict[str, int]]] = {}
-        for d in ray.get([g.node_actor.byte_counters.remote() for g in self.groups.values()]):
+        for d in ray.get([g.node_actor.byte_counters.remote() for g in self._live_groups()]):
             out.update(d)
         return out

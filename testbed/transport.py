@@ -168,6 +168,7 @@ class Endpoint:
         self._heap_cv = threading.Condition()
         self._seq = itertools.count()
         self._pending: dict[int, Future[Message]] = {}
+        self._pending_dst: dict[int, str] = {}  # which peer each pending request waits on
         self._corr = itertools.count(1)
         self._last_release: dict[tuple[str, str], int] = {}
         self._pool = ThreadPoolExecutor(max_workers=handler_threads, thread_name_prefix=f"tb-{node}-h")
@@ -289,11 +290,13 @@ class Endpoint:
         corr = next(self._corr)
         fut: Future[Message] = Future()
         self._pending[corr] = fut
+        self._pending_dst[corr] = dst
         try:
             self.send(dst, kind, array, dict(meta or {}, corr=corr), channel)
             return fut.result(timeout)
         finally:
             self._pending.pop(corr, None)
+            self._pending_dst.pop(corr, None)
 
     # -- receiving ------------------------------------------------------------------------
     def _accept_loop(self) -> None:
@@ -344,6 +347,29 @@ class Endpoint:
         return int(d * 1e6)
 
     def _rx_loop(self, sock: socket.socket, peer: str, channel: str = "data") -> None:
+        try:
+            self._rx(sock, peer, channel)
+        finally:
+            if not self._stop.is_set():
+                self._peer_gone(sock, peer, channel)
+
+    def _peer_gone(self, sock: socket.socket, peer: str, channel: str) -> None:
+        """The connection closed under us (the peer crashed or restarted): forget it, so the next send
+        reconnects, and fail the requests still waiting on that peer instead of letting them time out."""
+        with self._conns_lock:
+            if self._conns.get((peer, channel)) is sock:
+                del self._conns[(peer, channel)]
+        try:
+            sock.close()
+        except OSError:
+            pass
+        for corr, dst in list(self._pending_dst.items()):
+            if dst == peer:
+                fut = self._pending.get(corr)
+                if fut is not None and not fut.done():
+                    fut.set_exception(ConnectionError(f"{self.node}: {peer} closed the connection"))
+
+    def _rx(self, sock: socket.socket, peer: str, channel: str) -> None:
         hdr = bytearray(_HDR_SIZE)
         while not self._stop.is_set():
             try:

@@ -292,11 +292,18 @@ def bench(which: Annotated[str, typer.Argument(
           = "quick",
           only: Annotated[str | None, typer.Option(help="seeds suite: only entries whose name contains this")] = None,
           url: Annotated[str | None, typer.Option(help="chain: also time a JSON-RPC node on this machine")] = None,
+          quick: Annotated[bool, typer.Option("--quick", help="same as --size quick")] = False,
+          full: Annotated[bool, typer.Option("--full", help="same as --size full")] = False,
           ) -> None:
     """Measure the emulation against its targets and print measured beside target."""
     import datetime as dt
 
     from testbed import bench as b
+
+    if quick and full:
+        err_console.print("[red]error[/]: --quick and --full together: choose one")
+        raise typer.Exit(2)
+    size = "quick" if quick else "full" if full else size
 
     logging.basicConfig(level=logging.WARNING)
     if which == "seeds":

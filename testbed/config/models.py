@@ -240,6 +240,14 @@ class LinkEvent(Frozen):
     down_for_s: PositiveFloat | None = None  # the link goes down for this long, then comes back as it was
 
 
+class NodeEvent(Frozen):
+    """A node crashes at ``at_s`` (its processes are killed) and, if ``restart_after_s`` is given, restarts."""
+
+    at_s: NonNegativeFloat
+    crash: str
+    restart_after_s: PositiveFloat | None = None
+
+
 class TraceSpec(Frozen):
     """A link trace replayed from CSV (see ``testbed.scenario``)."""
 
@@ -295,7 +303,7 @@ class MobilitySpec(Frozen):
 class ScenarioSpec(Frozen):
     """What happens to the network while the workload runs."""
 
-    events: list[LinkEvent] = Field(default_factory=list)
+    events: list[LinkEvent | NodeEvent] = Field(default_factory=list)
     traces: list[TraceSpec] = Field(default_factory=list)
     mobility: list[MobilitySpec] = Field(default_factory=list)
     horizon_s: PositiveFloat = 3600.0  # a looping trace stops here

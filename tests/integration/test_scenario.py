@@ -78,3 +78,32 @@ seed: 2
     spans = load(out.path).spans
     sc = spans[spans.kind == "scenario"]
     assert all("distance_m" in json.loads(a) for a in sc["attrs"])
+
+
+def test_edge_crash_mid_run_is_accounted_for_and_recovered(tmp_path: Path, ray_local: None) -> None:
+    (tmp_path / "exp.yaml").write_text(f"""
+name: crash
+topology: {ROOT / 'topologies/minimal.yaml'}
+workload: {{name: inference, params: {{model: small_cnn, tiers: [edge], requests_per_device: 80, interval_ms: 100,
+  warmup: 1, chunk: 80, on_failure: record}}}}
+backends: {{links: {'kernel' if is_root() else 'userspace'}, compute: none}}
+scenario:
+  events: [{{at_s: 1.0, crash: edge, restart_after_s: 1.0}}]
+""")
+    out = run_experiment(load_experiment(tmp_path / "exp.yaml"), tmp_path / "results")
+    assert out.status == "complete"
+    sc = out.manifest["scenario"]
+    assert sc["applied"] == 2 and not sc["errors"], sc
+    spans = load(out.path).spans
+    ev = spans[spans.kind == "scenario"].sort_values("start_ns")
+    assert [json.loads(a)["event"] for a in ev["attrs"]] == ["crash", "restart"]
+    req = spans[(spans.kind == "request") & (spans.phase == "edge")].sort_values("start_ns")
+    status = req["attrs"].map(lambda a: json.loads(a)["status"])
+    assert len(req) == 80  # every request is accounted for: answered or failed, none lost
+    assert (status == "failed").sum() >= 3 and (status == "ok").sum() >= 20
+    t_crash, t_restart = ev.start_ns.iloc[0], ev.end_ns.iloc[1]
+    failed = req[status == "failed"]
+    assert (failed.end_ns >= t_crash).all() and (failed.start_ns <= t_restart).all()
+    assert (status[req.start_ns > t_restart + 0.2e9] == "ok").all()  # the restarted edge answers again
+    s = out.summary.set_index("phase")
+    assert s.loc["edge", "failed"] == (status == "failed").sum()

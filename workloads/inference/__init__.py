@@ -35,6 +35,9 @@ class InferenceParams(BaseModel):
     chunk: PositiveInt = 5
     input_dtype: Literal["uint8", "float32"] = "uint8"
     weights_path: str | None = None
+    # when the target cannot answer (crashed, unreachable): stop the run, record the request as failed and
+    # go on, or run it on the device itself and go on
+    on_failure: Literal["fail", "record", "local"] = "fail"
 
     @field_validator("model")
     @classmethod
@@ -50,6 +53,8 @@ class InferenceRole:
         self.model = params["model"]
         self.shape = tuple(params["input_shape"])
         self.dtype = params["input_dtype"]
+        self.on_failure = params.get("on_failure", "fail")
+        self.timeout_s = 30.0 if self.on_failure != "fail" else 120.0
 
     def on_message(self, rt: Any, msg: Message) -> tuple[str, np.ndarray, dict[str, Any]]:
         assert msg.array is not None
@@ -68,14 +73,25 @@ class InferenceRole:
             x = self._frame(rt)
             rid = first_id + i if record else -1
             t0 = time.monotonic_ns()
+            status = "ok"
             if target == rt.name:
                 rt.compute(self.model, x, rid)
             else:
-                rt.request(target, "infer", x, {"role": "inference"}, rid)
+                try:
+                    rt.request(target, "infer", x, {"role": "inference"}, rid, timeout=self.timeout_s)
+                except Exception as e:  # the target crashed or is unreachable
+                    if self.on_failure == "fail":
+                        raise
+                    rt.span("request_failed", t0, time.monotonic_ns(), request_id=rid, target=target,
+                            error=f"{type(e).__name__}: {e}")
+                    status = "failed"
+                    if self.on_failure == "local":
+                        rt.compute(self.model, x, rid)
+                        status = "fallback"
             t1 = time.monotonic_ns()
             if record:
                 rt.span("request", t0, t1, request_id=rid, nbytes=int(x.nbytes), target=target,
-                        target_tier=target_tier)
+                        target_tier=target_tier, status=status)
             if interval_ms:
                 time.sleep(interval_ms / 1e3)
         return n
@@ -116,6 +132,8 @@ class InferenceWorkload(Workload):
         for t in self.p.tiers:
             for tgt in self.targets(topology, t).values():
                 out[tgt] = self.p.model
+        if self.p.on_failure == "local":  # a device falls back on its own copy
+            out.update({d: self.p.model for d in topology.by_tier(Tier.DEVICE)})
         return out
 
     def setup(self, tb: Any) -> None:
@@ -123,7 +141,8 @@ class InferenceWorkload(Workload):
 
         self.topology: Topology = tb.topology
         md = MODELS.get(self.p.model)
-        role_params = {"model": self.p.model, "input_shape": list(md.input_shape), "input_dtype": self.p.input_dtype}
+        role_params = {"model": self.p.model, "input_shape": list(md.input_shape), "input_dtype": self.p.input_dtype,
+                       "on_failure": self.p.on_failure}
         for n in tb.topology.nodes:
             tb.add_role(n, "inference", role_params)
         for n, m in self.node_models(tb.topology).items():
@@ -196,6 +215,9 @@ class InferenceWorkload(Workload):
         for col in ("compute_ms", "transfer_ms", "queue_ms"):
             if col not in rt:
                 rt[col] = 0.0
+        status = rt.groupby(["device", "phase"], sort=False).status.agg(
+            failed=lambda s: int((s == "failed").sum()), fallback=lambda s: int((s == "fallback").sum()))
+        rt = rt[rt.status != "failed"]  # a failed request has no latency to speak of; it is counted below
         g = rt.groupby(["device", "phase"], sort=False)
         out = g.agg(target=("target", "first"), requests=("latency_ms", "size"),
                     latency_mean_ms=("latency_ms", "mean"), latency_p50_ms=("latency_ms", "median"),
@@ -203,6 +225,10 @@ class InferenceWorkload(Workload):
                     compute_ms=("compute_ms", "mean"), transfer_ms=("transfer_ms", "mean"),
                     queue_ms=("queue_ms", "mean"), bytes_per_request=("bytes", "mean"),
                     energy_j_per_request=("energy_j", "mean")).reset_index()
-        best = out.loc[out.groupby("device")["latency_p50_ms"].idxmin(), ["device", "phase"]]
+        out = out.merge(status.reset_index(), on=["device", "phase"], how="outer")
+        out[["failed", "fallback"]] = out[["failed", "fallback"]].fillna(0).astype(int)
+        out["requests"] = out["requests"].fillna(0).astype(int)
+        best = out.dropna(subset=["latency_p50_ms"])
+        best = best.loc[best.groupby("device")["latency_p50_ms"].idxmin(), ["device", "phase"]]
         out["fastest"] = out.set_index(["device", "phase"]).index.isin(best.set_index(["device", "phase"]).index)
         return out
