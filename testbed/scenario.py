@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from testbed.config.models import LinkSpecPatch, NodeEvent, ScenarioSpec
+from testbed.config.models import CpuSpike, LinkSpecPatch, NodeEvent, PartitionEvent, ScenarioSpec
 from testbed.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -90,6 +90,32 @@ def timeline(spec: ScenarioSpec, topo: Topology, source: str, base_dir: Path, se
     acts: list[Action] = []
     seq = 0
     for i, ev in enumerate(spec.events):
+        if isinstance(ev, PartitionEvent):
+            unknown = [n for n in ev.partition if n not in topo.nodes]
+            if unknown:
+                raise ConfigError(f"no node {unknown[0]!r}", file=source, path=f"scenario.events[{i}].partition",
+                                  fix="name nodes of the topology")
+            inside = set(ev.partition)
+            cut = [lk.index for lk in topo.links if (lk.a in inside) != (lk.b in inside)]
+            if not cut:
+                raise ConfigError("the partition cuts no link", file=source, path=f"scenario.events[{i}].partition",
+                                  fix="name a set of nodes that has links to the rest")
+            for idx in cut:
+                acts.append(Action(ev.at_s, seq, "down", idx, source=f"events[{i}]",
+                                   info={"partition": sorted(inside)}))
+                seq += 1
+                if ev.heal_after_s is not None:
+                    acts.append(Action(ev.at_s + ev.heal_after_s, seq, "up", idx, source=f"events[{i}]"))
+                    seq += 1
+            continue
+        if isinstance(ev, CpuSpike):
+            if ev.cpu_spike not in topo.nodes:
+                raise ConfigError(f"no node {ev.cpu_spike!r}", file=source, path=f"scenario.events[{i}].cpu_spike",
+                                  fix="name a node of the topology")
+            acts.append(Action(ev.at_s, seq, "cpu_spike", -1, source=f"events[{i}]", node=ev.cpu_spike,
+                               info={"cores": ev.cores, "duration_s": ev.duration_s}))
+            seq += 1
+            continue
         if isinstance(ev, NodeEvent):
             if ev.crash not in topo.nodes:
                 raise ConfigError(f"no node {ev.crash!r} to crash", file=source, path=f"scenario.events[{i}].crash",
@@ -187,15 +213,18 @@ class ScenarioPlayer:
                 return
             t0 = time.monotonic_ns()
             attrs: dict[str, Any] = {}
-            if a.kind in ("crash", "restart"):
+            if a.kind in ("crash", "restart", "cpu_spike"):
                 try:
-                    (self.tb.crash_node if a.kind == "crash" else self.tb.restart_node)(a.node)
+                    if a.kind == "cpu_spike":
+                        self.tb.cpu_spike(a.node, int(a.info["cores"]), float(a.info["duration_s"]))
+                    else:
+                        (self.tb.crash_node if a.kind == "crash" else self.tb.restart_node)(a.node)
                 except Exception as e:  # reported in the manifest; the run goes on
                     self.errors.append(f"{a.source} at {a.t_s} s: {type(e).__name__}: {e}")
                     continue
                 with self._lock:
                     self.spans.append(make_span(self.tb.run_id, a.node, "scenario", t0, time.monotonic_ns(),
-                                                event=a.kind, at_s=a.t_s, source=a.source))
+                                                event=a.kind, at_s=a.t_s, source=a.source, **a.info))
                     self.applied += 1
                 continue
             lk = self.tb.topology.links[a.link]

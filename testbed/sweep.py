@@ -259,8 +259,14 @@ def _plot(spec: SweepSpec, df: pd.DataFrame, root: Path) -> None:
     if not axes or not metrics:
         return
     x = axes[0]
-    label_cols = [c for c in df.columns if c not in fixed and df[c].dtype == object][:1]  # e.g. tier, phase
+    # summary rows are told apart by their text columns (phase, device, variant, ...): one line each, unless
+    # that makes more than 12 lines, then by the first of them only (the others are averaged; the CSV has all)
+    label_cols = [c for c in df.columns if c not in fixed and not pd.api.types.is_numeric_dtype(df[c])
+                  and not pd.api.types.is_bool_dtype(df[c])]
+    label_cols = [c for c in ("phase", "variant", "device", "planner") if c in label_cols] or label_cols[:1]
     series = axes[1:] + label_cols
+    while len(series) > 1 and df.groupby(series, dropna=False).ngroups > 12:
+        series = series[:-1]
     fig, ax = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.8), squeeze=False)
     for a, m in zip(ax[0], metrics, strict=True):
         if m not in df.columns:
@@ -274,6 +280,7 @@ def _plot(spec: SweepSpec, df: pd.DataFrame, root: Path) -> None:
         a.set_ylabel(m)
         a.grid(alpha=0.3)
     ax[0][0].legend(fontsize=7)
-    fig.suptitle(f"sweep {spec.name}: mean ± std over repetitions")
+    fig.suptitle(f"sweep {spec.name}: mean ± std over repetitions"
+                 + (f" (lines: {', '.join(series)})" if series else ""))
     fig.savefig(root / "sweep.png", dpi=90, bbox_inches="tight")
     plt.close(fig)

@@ -602,6 +602,37 @@ class Testbed:
         for fn, args in calls:
             getattr(self, fn)(*args)
 
+    def cpu_spike(self, node: str, cores: int, duration_s: float) -> list[int]:
+        """Start ``cores`` busy processes that contend with ``node``'s compute for ``duration_s``: inside its
+        cgroup leaf (its own quota) with the cgroup backend, else on the host. Each is recorded by PID before
+        it runs and exits by itself; teardown kills any still running."""
+        import subprocess
+        import sys
+
+        import psutil
+
+        from testbed.emulation.cgroups import CgroupLeaf
+
+        g = self.node_group[node]
+        leaf = CgroupLeaf(g.cgroup["name"], g.cgroup["mode"], tuple(g.cgroup["dirs"])) if g.cgroup else None
+        code = f"import time\nend = time.monotonic() + {duration_s}\nwhile time.monotonic() < end: pass\n"
+        pids = []
+        for _ in range(cores):
+            p = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
+            self.ledger.record("pid", str(p.pid), pid=p.pid, start=psutil.Process(p.pid).create_time())
+            if leaf is not None:
+                leaf.attach(p.pid)
+            self._stack.callback(self._end_burner, p)
+            pids.append(p.pid)
+        return pids
+
+    def _end_burner(self, p: Any) -> None:
+        if p.poll() is None:
+            p.kill()
+        p.wait(10)
+        self.ledger.forget("pid", str(p.pid))
+
     def set_link_state(self, index: int, up: bool) -> None:
         """Take link ``index`` down (kernel backend: every packet on it dropped, both ways) or bring it back."""
         self._net.set_link_state(index, up)

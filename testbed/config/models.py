@@ -248,6 +248,25 @@ class NodeEvent(Frozen):
     restart_after_s: PositiveFloat | None = None
 
 
+class PartitionEvent(Frozen):
+    """The nodes in ``partition`` are cut off from the rest: every link with one end inside goes down (kernel
+    backend) until ``heal_after_s``, if given."""
+
+    at_s: NonNegativeFloat
+    partition: list[str] = Field(min_length=1)
+    heal_after_s: PositiveFloat | None = None
+
+
+class CpuSpike(Frozen):
+    """``cores`` busy processes contend with ``cpu_spike``'s compute for ``duration_s`` (cgroup backend: inside
+    the node's own CPU quota; otherwise on the whole host)."""
+
+    at_s: NonNegativeFloat
+    cpu_spike: str
+    cores: PositiveInt = 1
+    duration_s: PositiveFloat
+
+
 class TraceSpec(Frozen):
     """A link trace replayed from CSV (see ``testbed.scenario``)."""
 
@@ -303,7 +322,7 @@ class MobilitySpec(Frozen):
 class ScenarioSpec(Frozen):
     """What happens to the network while the workload runs."""
 
-    events: list[LinkEvent | NodeEvent] = Field(default_factory=list)
+    events: list[LinkEvent | NodeEvent | PartitionEvent | CpuSpike] = Field(default_factory=list)
     traces: list[TraceSpec] = Field(default_factory=list)
     mobility: list[MobilitySpec] = Field(default_factory=list)
     horizon_s: PositiveFloat = 3600.0  # a looping trace stops here

@@ -107,3 +107,21 @@ def test_mobility_becomes_link_actions_on_the_device_link(tmp_path: Path) -> Non
     with pytest.raises(ConfigError, match="no link joins"):
         timeline(ScenarioSpec.model_validate({"mobility": [{"device": "dev", "ap": "cloud",
                                                             "waypoints": [[0, 2]]}]}), topo(), "e.yaml", tmp_path)
+
+
+def test_partition_and_cpu_spike_events(tmp_path: Path) -> None:
+    spec = ScenarioSpec.model_validate({"events": [
+        {"at_s": 2, "partition": ["edge"], "heal_after_s": 1},
+        {"at_s": 1, "cpu_spike": "edge", "cores": 2, "duration_s": 3}]})
+    acts = timeline(spec, topo(), "exp.yaml", tmp_path)
+    downs = [a for a in acts if a.kind == "down"]
+    assert sorted(a.link for a in downs) == [0, 1]  # the edge's two links, both cut
+    assert sorted(a.t_s for a in acts if a.kind == "up") == [3, 3]
+    spike = next(a for a in acts if a.kind == "cpu_spike")
+    assert spike.node == "edge" and spike.info == {"cores": 2, "duration_s": 3}
+    with pytest.raises(ConfigError, match="cuts no link"):
+        timeline(ScenarioSpec.model_validate({"events": [{"at_s": 0, "partition": ["dev", "edge", "cloud"]}]}),
+                 topo(), "e.yaml", tmp_path)
+    with pytest.raises(ConfigError, match="no node"):
+        timeline(ScenarioSpec.model_validate({"events": [{"at_s": 0, "cpu_spike": "x", "duration_s": 1}]}),
+                 topo(), "e.yaml", tmp_path)
