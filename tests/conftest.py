@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -64,6 +66,26 @@ def ray_local(calibration_file: Path, monkeypatch: pytest.MonkeyPatch) -> Iterat
         yield
     finally:
         ray.shutdown()
+
+
+@contextmanager
+def emulated_cluster(calibration_file: Path, monkeypatch: pytest.MonkeyPatch, head_resources: dict[str, float],
+                     nodes: list[dict[str, float]]) -> Iterator[tuple[Any, list[str]]]:
+    """A multi-node Ray cluster on this machine (ray.cluster_utils): a head with no CPUs, one node of one CPU
+    per entry of ``nodes`` (its custom resources), the driver connected; shut down afterwards. Yields the
+    cluster and the added nodes' ids, in the order of ``nodes``."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    monkeypatch.setenv("TESTBED_CALIBRATION", str(calibration_file))
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "resources": head_resources})
+    ids = [cluster.add_node(num_cpus=1, resources=res).node_id for res in nodes]
+    ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False, configure_logging=False)
+    try:
+        yield cluster, ids
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
 
 
 privileged = pytest.mark.skipif(not is_root(), reason="needs root (network namespaces, tc, cgroups)")

@@ -7,7 +7,6 @@ import secrets
 import statistics
 import tempfile
 import time
-from typing import Any
 
 from testbed.bench import Row, link, pair_topology
 
@@ -62,7 +61,6 @@ def _local_tx_ms(n: int, url: str | None) -> list[float]:
 def _path_tx_ms(backend: str, delay_ms: float, n: int, block_ms: float | None) -> list[float]:
     import ray
 
-    from testbed.chain import compiled
     from testbed.testbed import Testbed
 
     topo = pair_topology(link(50, delay_ms))
@@ -73,7 +71,6 @@ def _path_tx_ms(backend: str, delay_ms: float, n: int, block_ms: float | None) -
         from testbed.chain import address_of, node_key
 
         ray.get(chain.fund.remote([address_of(node_key(run_seed, "a"))], 2 * ETH))
-        compiled("offload_market")
         tb.add_role("a", "chain_probe", {"seed": run_seed, "contract": addr, "contract_name": "offload_market",
                                          "chain_id": ray.get(chain.info.remote())["chain_id"], "gateway": "b",
                                          "deposit_wei": ETH})
@@ -109,6 +106,3 @@ def bench_chain(links: list[str], n: int = 40, url: str | None = None) -> list[R
                     100 * (mean / exp_b - 1), 15.0, "%"))
     return rows
 
-
-def records(rows: list[Row]) -> list[dict[str, Any]]:
-    return [vars(r) for r in rows]

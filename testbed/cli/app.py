@@ -320,42 +320,36 @@ def bench(which: Annotated[str, typer.Argument(
         console.print(f"plot: {sdir / 'scale.png'}")
         return
     links, compute = b.available_backends()
-    if which == "fidelity":
-        if size not in ("quick", "full"):
-            err_console.print(f"[red]error[/]: --size {size!r}: use quick or full")
-            raise typer.Exit(2)
-        rows_f: list[b.Row] = []
-        try:
-            for name, job in b.fidelity(size, links, compute):
-                with console.status(f"fidelity ({size}): {name} ..."):
-                    rows_f += job()
-        except TestbedError as exc:
-            fail(exc)
-        _print_rows(rows_f)
-        out.mkdir(parents=True, exist_ok=True)
-        f = out / f"{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-fidelity-{size}.json"
-        f.write_text(json.dumps(b.as_records(rows_f), indent=2))
-        console.print(f"record: {f}  ({sum(r.ok for r in rows_f)}/{len(rows_f)} within tolerance)")
-        return
     jobs: dict[str, Callable[[], list[b.Row]]] = {
         "links": lambda: b.bench_links(links), "transport": lambda: sum((b.bench_transport(x) for x in links), []),
         "classes": lambda: b.bench_classes(compute), "demo": b.bench_demo, "fl-flower": _fl_flower,
         "chain": lambda: _chain(links, url), "trace": lambda: b.bench_trace(links)}
-    if which != "all" and which not in jobs:
+    label = which
+    if which == "fidelity":
+        if size not in ("quick", "full"):
+            err_console.print(f"[red]error[/]: --size {size!r}: use quick or full")
+            raise typer.Exit(2)
+        jobs = dict(b.fidelity(size, links, compute))  # the suite's own sizes of the same benchmarks
+        names, label = list(jobs), f"fidelity-{size}"
+    elif which == "all":
+        names = [j for j in jobs if j not in ("fl-flower", "chain")]
+    elif which in jobs:
+        names = [which]
+    else:
         err_console.print(f"[red]error[/]: unknown benchmark {which!r}; choose one of: {', '.join(jobs)}, all")
         raise typer.Exit(2)
     rows: list[b.Row] = []
     try:
-        for name in [j for j in jobs if j not in ("fl-flower", "chain")] if which == "all" else [which]:
+        for name in names:
             with console.status(f"bench {name} ..."):
                 rows += jobs[name]()
     except TestbedError as exc:
         fail(exc)
     _print_rows(rows)
     out.mkdir(parents=True, exist_ok=True)
-    f = out / f"{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-{which}.json"
+    f = out / f"{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-{label}.json"
     f.write_text(json.dumps(b.as_records(rows), indent=2))
-    console.print(f"record: {f}")
+    console.print(f"record: {f}  ({sum(r.ok for r in rows)}/{len(rows)} within tolerance)")
 
 
 def _seeds(size: str, out: Path, only: str | None) -> None:

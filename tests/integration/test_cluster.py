@@ -11,28 +11,15 @@ from testbed.config.loader import load_experiment
 from testbed.results import load
 from testbed.runner import run_experiment
 
-from ..conftest import is_root
+from ..conftest import emulated_cluster, is_root
 from .test_run import experiment
 
 
 @pytest.fixture
 def ray_cluster(calibration_file: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
-    import ray
-    from ray.cluster_utils import Cluster
-
-    monkeypatch.setenv("TESTBED_CALIBRATION", str(calibration_file))
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "resources": {"testbed_cloud": 10}})
-    ids = {}
-    for tier in ("edge", "device"):
-        node = cluster.add_node(num_cpus=1, resources={f"testbed_{tier}": 10})
-        ids[tier] = node.node_id
-    ids["cloud"] = cluster.head_node.node_id
-    ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False, configure_logging=False)
-    try:
-        yield ids
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
+    with emulated_cluster(calibration_file, monkeypatch, {"testbed_cloud": 10},
+                          [{f"testbed_{tier}": 10} for tier in ("edge", "device")]) as (cluster, (edge, device)):
+        yield {"edge": edge, "device": device, "cloud": cluster.head_node.node_id}
 
 
 def test_tiers_placed_by_custom_resources(tmp_path: Path, ray_cluster: dict[str, str]) -> None:
@@ -59,18 +46,9 @@ links:
 
 @pytest.fixture
 def two_sites(calibration_file: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
-    import ray
-    from ray.cluster_utils import Cluster
-
-    monkeypatch.setenv("TESTBED_CALIBRATION", str(calibration_file))
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
-    ids = {s: cluster.add_node(num_cpus=1, resources={f"testbed_site_{s}": 100}).node_id for s in ("a", "b")}
-    ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False, configure_logging=False)
-    try:
-        yield ids
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
+    with emulated_cluster(calibration_file, monkeypatch, {},
+                          [{f"testbed_site_{s}": 100} for s in ("a", "b")]) as (_, (a, b)):
+        yield {"a": a, "b": b}
 
 
 @pytest.mark.skipif(not is_root(), reason="needs root (kernel links)")

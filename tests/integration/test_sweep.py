@@ -16,24 +16,14 @@ import pytest
 from testbed.errors import ConfigError
 from testbed.sweep import run_sweep
 
+from ..conftest import emulated_cluster
 from .test_run import experiment
 
 
 @pytest.fixture
 def cluster3(calibration_file: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    import ray
-    from ray.cluster_utils import Cluster
-
-    monkeypatch.setenv("TESTBED_CALIBRATION", str(calibration_file))
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
-    for _ in range(3):
-        c.add_node(num_cpus=1, resources={"testbed_sweep": 1})
-    ray.init(address=c.address, logging_level="ERROR", log_to_driver=False, configure_logging=False)
-    try:
+    with emulated_cluster(calibration_file, monkeypatch, {}, [{"testbed_sweep": 1}] * 3) as (c, _):
         yield c
-    finally:
-        ray.shutdown()
-        c.shutdown()
 
 
 def sweep_file(tmp_path: Path, name: str, rates: list[str], requests: list[int], reps: int) -> Path:
