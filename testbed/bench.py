@@ -74,7 +74,13 @@ def endpoints(backend: str, spec: LinkSpec, shape: bool = True) -> Iterator[tupl
     topo = pair_topology(spec)
     run_id = secrets.token_hex(4)
     ledger = Ledger(run_id)
-    net: NetworkBackend = (KernelNetwork if backend == "kernel" else UserspaceNetwork)(topo, run_id, ledger)
+    net: NetworkBackend
+    if backend in ("mininet", "mininet-wifi"):
+        from testbed.emulation.mnbackend import MininetNetwork
+
+        net = MininetNetwork(topo, run_id, ledger, wifi=backend == "mininet-wifi")
+    else:
+        net = (KernelNetwork if backend == "kernel" else UserspaceNetwork)(topo, run_id, ledger)
     eps: list[Endpoint] = []
     try:
         net.build()
@@ -365,6 +371,11 @@ def available_backends() -> tuple[list[str], list[str]]:
 
     root = os.geteuid() == 0
     links = ["kernel", "userspace"] if root else ["userspace"]
+    if root:
+        from testbed.emulation.mnbackend import find_mininet
+
+        if find_mininet(wifi=False)[0] is not None:
+            links.append("mininet")  # Debian's wired Mininet builds the namespaces; shaping as the kernel's
     compute = ["dilation", "cgroup"] if root and cgroup_mode() != "none" else ["dilation"]
     return links, compute
 

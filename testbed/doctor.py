@@ -73,8 +73,26 @@ def probe() -> list[Capability]:
     """Probe the host (creates and removes scratch namespaces when root)."""
     caps = [Capability("root", os.geteuid() == 0, f"euid {os.geteuid()}"), _probe_netns(), *_probe_qdiscs(),
             _probe_cgroup(),
-            Capability("iproute2", shutil.which("ip") is not None, shutil.which("ip") or "ip not found (optional)")]
+            Capability("iproute2", shutil.which("ip") is not None, shutil.which("ip") or "ip not found (optional)"),
+            *_probe_mininet()]
     return caps
+
+
+def _probe_mininet() -> list[Capability]:
+    """The optional Mininet backends: wired Mininet (Debian's package) and mininet-wifi (the Vagrant VM)."""
+    from testbed.emulation.mnbackend import find_mininet, hwsim_available
+
+    out = []
+    py, why = find_mininet(wifi=False)
+    out.append(Capability("mininet", py is not None, why if py else
+                          f"links: mininet unavailable ({why}); apt-get install --no-install-recommends mininet"))
+    py, why = find_mininet(wifi=True)
+    ok, hw = hwsim_available()
+    detail = f"{why}; {hw}"
+    if py is None or not ok:
+        detail = f"links: mininet-wifi unavailable ({detail}); run in the project's Vagrant VM (vagrant up)"
+    out.append(Capability("mininet-wifi", py is not None and ok, detail))
+    return out
 
 
 def choose_backends(links: str, compute: str, caps: list[Capability] | None = None) -> tuple[str, str, list[str]]:

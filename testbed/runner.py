@@ -105,9 +105,18 @@ def check_privileges(exp: Experiment, links: str, compute: str) -> None:
     """Refuse, before anything is created, backends this process cannot use."""
     from testbed.emulation.cgroups import cgroup_mode
 
-    if links == "kernel" and os.geteuid() != 0:
-        raise ConfigError("the kernel link backend needs root (network namespaces and tc)", file=exp.source,
+    if links != "userspace" and os.geteuid() != 0:
+        raise ConfigError(f"the {links} link backend needs root (network namespaces and tc)", file=exp.source,
                           path="backends.links", fix="run as root, or set backends: {links: userspace}")
+    if links in ("mininet", "mininet-wifi"):
+        from testbed.emulation.mnbackend import MininetNetwork
+        from testbed.errors import TestbedError
+
+        try:
+            MininetNetwork.check_mininet(links == "mininet-wifi")
+        except TestbedError as exc:
+            raise ConfigError(str(exc), file=exp.source, path="backends.links",
+                              fix="see testbed doctor; or set backends: {links: kernel}") from None
     if compute == "cgroup" and (os.geteuid() != 0 or cgroup_mode() == "none"):
         raise ConfigError("the cgroup compute backend needs root and cgroup v1 or v2 cpu+memory controllers",
                           file=exp.source, path="backends.compute",
@@ -155,7 +164,10 @@ def run_experiment(exp: Experiment, out_root: str | Path = "results", address: s
         from testbed.scenario import timeline
 
         actions = timeline(spec.scenario, exp.topology, exp.source, Path(exp.source).parent, spec.seed)
-        if links != "kernel" and any(a.kind == "down" for a in actions):
+        if links == "mininet-wifi":
+            # mininet-wifi moves the stations itself (the backend translates scenario.mobility)
+            actions = [a for a in actions if not a.source.startswith("mobility")]
+        if links == "userspace" and any(a.kind == "down" for a in actions):
             raise ConfigError("taking a link down (down_for_s) needs the kernel link backend", file=exp.source,
                               path="scenario.events", fix="run as root with backends: {links: kernel}, or re-shape "
                                                           "the link to a low rate instead")
@@ -177,7 +189,8 @@ def run_experiment(exp: Experiment, out_root: str | Path = "results", address: s
     tb: Testbed | None = None
     try:
         with _signals_raise():
-            tb = Testbed(exp.topology, run_id, spec.seed, links, compute, workload.node_models(exp.topology), address)
+            tb = Testbed(exp.topology, run_id, spec.seed, links, compute, workload.node_models(exp.topology), address,
+                         spec.scenario.mobility if spec.scenario is not None else None)
             with tb:
                 _install_handlers()  # ray.init installs its own SIGTERM handler (sys.exit); ours must win
                 manifest["backends"]["links_detail"] = tb.network.info() if tb.network else {}

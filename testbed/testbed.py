@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from testbed.calibration import CalibrationStore, ComputePlan, plan_compute
-from testbed.config.models import LinkSpec
+from testbed.config.models import LinkSpec, MobilitySpec
 from testbed.emulation.network import KernelNetwork, NetworkBackend, UserspaceNetwork
 from testbed.errors import EmulationError, PrivilegeError, ResourceError
 from testbed.lifecycle.ledger import PREFIX, Ledger
@@ -48,7 +48,8 @@ class Testbed:
     run_id:
         Eight hex digits; prefixes every kernel object (``tb-<run_id>-...``).
     links, compute:
-        Backends: ``kernel``/``userspace`` and ``cgroup``/``dilation``/``none`` (already resolved).
+        Backends: ``kernel``/``userspace``/``mininet``/``mininet-wifi`` and ``cgroup``/``dilation``/``none``
+        (already resolved).
     models:
         node -> the model it will run (calibration and caps depend on it); ``None`` for none.
     address:
@@ -58,11 +59,15 @@ class Testbed:
     __test__ = False  # not a pytest class
 
     def __init__(self, topology: Topology, run_id: str, seed: int, links: str, compute: str,
-                 models: dict[str, str | None], address: str | None = None) -> None:
+                 models: dict[str, str | None], address: str | None = None,
+                 mobility: list[MobilitySpec] | None = None) -> None:
         self.topology = topology
         self.run_id = run_id
         self.seed = seed
         self.links_backend = links
+        # backends whose nodes live in network namespaces on this machine
+        self.namespaced = links in ("kernel", "mininet", "mininet-wifi")
+        self.mobility = list(mobility or [])
         self.compute_backend = compute
         self.models = models
         self.address = address
@@ -108,8 +113,12 @@ class Testbed:
         import ray
 
         t0 = time.monotonic()
-        if self.links_backend == "kernel":
+        if self.namespaced:
             KernelNetwork.check_host(self.topology)
+        if self.links_backend in ("mininet", "mininet-wifi"):
+            from testbed.emulation.mnbackend import MininetNetwork
+
+            MininetNetwork.check_mininet(self.links_backend == "mininet-wifi")
         if self.compute_backend == "cgroup" and os.geteuid() != 0:
             raise PrivilegeError("the cgroup compute backend needs root; use backends: {compute: dilation}")
         if not ray.is_initialized():
@@ -123,6 +132,14 @@ class Testbed:
         if self.links_backend == "kernel":
             cross = frozenset(lk.index for lk in self.topology.links if self._host(lk.a) != self._host(lk.b))
             net = KernelNetwork(self.topology, self.run_id, self.ledger, cross)
+        elif self.links_backend in ("mininet", "mininet-wifi"):
+            from testbed.emulation.mnbackend import MininetNetwork
+
+            if any(self._host(n) != self._here for n in self.topology.nodes):
+                raise ResourceError(f"the {self.links_backend} link backend builds every node on this machine: "
+                                    "drop 'site' from the nodes, or use backends: {links: kernel}")
+            net = MininetNetwork(self.topology, self.run_id, self.ledger, self.links_backend == "mininet-wifi",
+                                 self.mobility, self.seed)
         else:
             net = UserspaceNetwork(self.topology, self.run_id, self.ledger)
         self.network = net
@@ -186,7 +203,7 @@ class Testbed:
                     f"no Ray node offers the resource testbed_site_{s} that site {s!r} of the topology needs; start "
                     f"one with: ray start --resources '{{\"testbed_site_{s}\": 1000}}' (or drop 'site' from the nodes)")
             node = offers[0]
-            if self.links_backend == "kernel" and node["NodeManagerAddress"] != here_ip:
+            if self.namespaced and node["NodeManagerAddress"] != here_ip:
                 raise ResourceError(
                     f"site {s!r} is on Ray node {node['NodeManagerAddress']}, another machine: the kernel link "
                     "backend's namespaces live on this machine only; use backends: {links: userspace}")
@@ -205,7 +222,7 @@ class Testbed:
         if site:
             return {f"testbed_site_{site}": 0.001}
         res = f"testbed_{self.topology.nodes[node].tier.value}"
-        if self.links_backend == "kernel":
+        if self.namespaced:
             return {}
         return {res: 0.001} if res in ray.cluster_resources() else {}  # type: ignore[no-untyped-call]
 
@@ -217,7 +234,7 @@ class Testbed:
             opts["max_concurrency"] = concurrency
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        if self.links_backend == "kernel":
+        if self.namespaced:
             opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id=self._host(node), soft=False)
         elif not opts["resources"]:
             # nothing asked: stay with the process that runs the testbed (a sweep point keeps its run on its

@@ -157,7 +157,9 @@ def _short_summary(df: object) -> object:
 
 
 @app.command()
-def doctor() -> None:
+def doctor(require: Annotated[list[str] | None, typer.Option(
+        "--require", help="exit 3 unless this capability is present (repeatable), e.g. --require mininet-wifi")] = None
+           ) -> None:
     """Say which emulation backends this host supports, and why."""
     from testbed.doctor import choose_backends, probe
 
@@ -175,6 +177,13 @@ def doctor() -> None:
         console.print(f"  {r}")
     if links == "kernel" and netem is not None and not netem.ok:
         console.print("  delay/jitter/loss: applied in the transport's receive path (no netem in this kernel)")
+    have = {c.name: c.ok for c in caps}
+    missing = [r for r in require or [] if not have.get(r, False)]
+    if missing:
+        unknown = [r for r in missing if r not in have]
+        err_console.print(f"[red]missing[/]: {', '.join(missing)}"
+                          + (f" (known capabilities: {', '.join(have)})" if unknown else ""))
+        raise typer.Exit(3)
 
 
 @app.command()

@@ -226,7 +226,7 @@ class WorkloadSpec(Frozen):
 class BackendChoice(Frozen):
     """Which emulation backends to use; ``auto`` picks the best one the host supports."""
 
-    links: Literal["auto", "kernel", "userspace"] = "auto"
+    links: Literal["auto", "kernel", "userspace", "mininet", "mininet-wifi"] = "auto"
     compute: Literal["auto", "cgroup", "dilation", "none"] = "auto"
 
 

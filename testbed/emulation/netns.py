@@ -103,6 +103,27 @@ def create_netns(name: str) -> None:
     except BaseException:
         path.unlink(missing_ok=True)
         raise
+    _init_netns(name)
+
+
+def attach_netns(name: str, pid: int) -> None:
+    """Name the network namespace of process ``pid`` (as ``ip netns attach`` does): a Mininet host's, say.
+
+    The namespace lives as long as that process or this name; ``remove_netns`` drops the name only.
+    """
+    NETNS_DIR.mkdir(parents=True, exist_ok=True)
+    path = NETNS_DIR / name
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o444)
+    os.close(fd)
+    if _libc.mount(f"/proc/{pid}/ns/net".encode(), str(path).encode(), None, _MS_BIND, None):
+        e = ctypes.get_errno()
+        path.unlink(missing_ok=True)
+        raise OSError(e, f"bind mount of /proc/{pid}/ns/net on {path}: {os.strerror(e)}")
+    _init_netns(name)
+
+
+def _init_netns(name: str) -> None:
+    """``lo`` up and IPv4 forwarding on (nodes route for each other)."""
     with ipr(name) as ns:
         idx = ns.link_lookup(ifname="lo")[0]
         ns.link("set", index=idx, state="up")
@@ -150,11 +171,22 @@ def create_veth(host_a: str, host_b: str, ns_a: str, ns_b: str, name_a: str, nam
             idx = ip.link_lookup(ifname=host)[0]
             ip.link("set", index=idx, net_ns_fd=ns)
     for host, ns, final, addr in ((host_a, ns_a, name_a, addr_a), (host_b, ns_b, name_b, addr_b)):
-        with ipr(ns) as n:
-            idx = n.link_lookup(ifname=host)[0]
+        setup_interface(ns, host, final, [addr], prefixlen)
+
+
+def setup_interface(ns: str, ifname: str, final: str | None, addrs: list[str], prefixlen: int) -> None:
+    """Rename ``ifname`` in ``ns`` to ``final`` (if given), give it ``addrs`` and bring it up."""
+    with ipr(ns) as n:
+        found = n.link_lookup(ifname=ifname)
+        if not found:
+            raise OSError(errno.ENODEV, f"no interface {ifname} in namespace {ns}")
+        idx = found[0]
+        if final and final != ifname:
+            n.link("set", index=idx, state="down")
             n.link("set", index=idx, ifname=final)
+        for addr in addrs:
             n.addr("add", index=idx, address=addr, prefixlen=prefixlen)
-            n.link("set", index=idx, state="up")
+        n.link("set", index=idx, state="up")
 
 
 def add_node_address(ns: str, address: str) -> None:

@@ -101,6 +101,7 @@ class KernelNetwork(NetworkBackend):
     """One namespace per node, a veth pair per link, TBF on each sending end, static shortest-path routes."""
 
     name = "kernel"
+    teardown_kinds: tuple[str, ...] = ("netns", "veth", "blackhole")
 
     def __init__(self, topology: Topology, run_id: str, ledger: Ledger,
                  userspace_links: frozenset[int] = frozenset()) -> None:
@@ -140,29 +141,49 @@ class KernelNetwork(NetworkBackend):
                         path="address_pool", fix="choose an address_pool inside 198.18.0.0/15 that no host route uses")
 
     def build(self) -> None:
-        from testbed.emulation.netns import add_node_address, add_route, create_netns, create_veth
-        from testbed.emulation.tc import apply_rate
+        from testbed.emulation.netns import add_node_address, create_netns, create_veth
 
         self.check_host(self.topology)
         topo = self.topology
-        bh = "198.18.0.0/15"
-        present = blackhole_present(bh)
-        self.ledger.record("blackhole", bh, preexisting=present)  # every run records its reliance on it
-        if not present:
-            add_blackhole(bh)
+        self._blackhole()
         for name, node in topo.nodes.items():
             self.ledger.record("netns", self.ns(name))
             create_netns(self.ns(name))
             add_node_address(self.ns(name), node.address)
         for link in topo.links:
-            ha, hb = f"{VETH_PREFIX}{self.run_id[:6]}{link.index:x}a", f"{VETH_PREFIX}{self.run_id[:6]}{link.index:x}b"
+            ha, hb = self.host_ifnames(link.index)
             self.ledger.record("veth", ha)
             create_veth(ha, hb, self.ns(link.a), self.ns(link.b), self._ifname(link.index),
                         self._ifname(link.index), link.a_address, link.b_address, link.prefixlen)
             self.ledger.forget("veth", ha)  # moved into the namespaces: goes with them
-            if link.index not in self.userspace_links:
-                apply_rate(self.ns(link.a), self._ifname(link.index), link.up)
-                apply_rate(self.ns(link.b), self._ifname(link.index), link.down)
+            self._shape(link.index)
+        self._routes()
+        self.built = True
+
+    def host_ifnames(self, index: int) -> tuple[str, str]:
+        """Names a link's two ends carry in the host namespace before they move (unique across runs)."""
+        return f"{VETH_PREFIX}{self.run_id[:6]}{index:x}a", f"{VETH_PREFIX}{self.run_id[:6]}{index:x}b"
+
+    def _blackhole(self) -> None:
+        bh = "198.18.0.0/15"
+        present = blackhole_present(bh)
+        self.ledger.record("blackhole", bh, preexisting=present)  # every run records its reliance on it
+        if not present:
+            add_blackhole(bh)
+
+    def _shape(self, index: int) -> None:
+        from testbed.emulation.tc import apply_rate
+
+        link = self.topology.links[index]
+        if index not in self.userspace_links:
+            apply_rate(self.ns(link.a), self._ifname(index), link.up)
+            apply_rate(self.ns(link.b), self._ifname(index), link.down)
+
+    def _routes(self) -> None:
+        """A /32 route to every other node through the next hop of its shortest path."""
+        from testbed.emulation.netns import add_route
+
+        topo = self.topology
         for src in topo.nodes:
             for dst, dnode in topo.nodes.items():
                 if dst == src:
@@ -170,7 +191,6 @@ class KernelNetwork(NetworkBackend):
                 nxt, link = topo.next_hop(src, dst)
                 gw = link.b_address if link.a == src else link.a_address
                 add_route(self.ns(src), f"{dnode.address}/32", gw)
-        self.built = True
 
     @staticmethod
     def _ifname(index: int) -> str:
@@ -206,7 +226,7 @@ class KernelNetwork(NetworkBackend):
         from testbed.lifecycle.cleanup import CleanReport, clean_entries
 
         report = CleanReport()
-        clean_entries([e for e in self.ledger.pending() if e.kind in ("netns", "veth", "blackhole")],
+        clean_entries([e for e in self.ledger.pending() if e.kind in self.teardown_kinds],
                       self.ledger, report)
         if report.failed:
             logger.warning("network teardown left: %s", report.failed)
