@@ -91,6 +91,12 @@ class NodeActor:
         rt = self.runtimes[node]
         return getattr(rt.roles[role], method)(rt, **kwargs)
 
+    def set_away(self, node: str, away: bool) -> int:
+        """Churn: ``node`` leaves (its roles start no new work and its requests in flight fail) or is back."""
+        rt = self.runtimes[node]
+        rt.away = away
+        return rt.endpoint.fail_pending("left the network") if away else 0
+
     def set_phase(self, phase: str) -> None:
         for rt in self.runtimes.values():
             rt.phase = phase

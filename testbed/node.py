@@ -39,6 +39,7 @@ class NodeRuntime:
         self.spans = spans
         self.roles: dict[str, Any] = {}
         self.phase = ""
+        self.away = False  # the node has left (scenario churn): roles stop starting new work
         self.endpoint = Endpoint(name, address, netns, handler=self._on_message, seed=seed)
         self.compute_actor: Any = None  # the Ray handle of the capped compute process, set by the host actor
 

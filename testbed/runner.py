@@ -167,8 +167,9 @@ def run_experiment(exp: Experiment, out_root: str | Path = "results", address: s
         if links == "mininet-wifi":
             # mininet-wifi moves the stations itself (the backend translates scenario.mobility)
             actions = [a for a in actions if not a.source.startswith("mobility")]
-        if links == "userspace" and any(a.kind == "down" for a in actions):
-            raise ConfigError("taking a link down (down_for_s) needs the kernel link backend", file=exp.source,
+        if links == "userspace" and any(a.kind in ("down", "leave") for a in actions):
+            raise ConfigError("taking a link down (down_for_s, partition, leave) needs the kernel link backend",
+                              file=exp.source,
                               path="scenario.events", fix="run as root with backends: {links: kernel}, or re-shape "
                                                           "the link to a low rate instead")
     wl_cls = WORKLOADS.get(spec.workload.name)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from testbed.config.models import CpuSpike, LinkSpecPatch, NodeEvent, PartitionEvent, ScenarioSpec
+from testbed.config.models import ChurnEvent, CpuSpike, LinkSpecPatch, NodeEvent, PartitionEvent, ScenarioSpec
 from testbed.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 class Action:
     t_s: float
     seq: int
-    kind: str = field(compare=False)  # "set" | "down" | "up" | "crash" | "restart"
+    kind: str = field(compare=False)  # "set" | "down" | "up" | "crash" | "restart" | "cpu_spike" | "leave" | "join"
     link: int = field(compare=False)  # -1 for node events
     up: LinkSpecPatch | None = field(compare=False, default=None)
     down: LinkSpecPatch | None = field(compare=False, default=None)
@@ -115,6 +115,26 @@ def timeline(spec: ScenarioSpec, topo: Topology, source: str, base_dir: Path, se
             acts.append(Action(ev.at_s, seq, "cpu_spike", -1, source=f"events[{i}]", node=ev.cpu_spike,
                                info={"cores": ev.cores, "duration_s": ev.duration_s}))
             seq += 1
+            continue
+        if isinstance(ev, ChurnEvent):
+            node = ev.leave or ev.join or ""
+            if node not in topo.nodes:
+                raise ConfigError(f"no node {node!r}", file=source,
+                                  path=f"scenario.events[{i}].{'leave' if ev.leave else 'join'}",
+                                  fix=f"one of {', '.join(list(topo.nodes)[:10])}")
+            if ev.join is not None:
+                if not any(a.node == node and a.kind == "leave" for a in acts):
+                    acts.append(Action(0.0, seq, "leave", -1, node=node, source=f"events[{i}]",
+                                       info={"absent_from_start": True}))
+                    seq += 1
+                acts.append(Action(ev.at_s, seq, "join", -1, node=node, source=f"events[{i}]"))
+                seq += 1
+                continue
+            acts.append(Action(ev.at_s, seq, "leave", -1, node=node, source=f"events[{i}]"))
+            seq += 1
+            if ev.rejoin_after_s is not None:
+                acts.append(Action(ev.at_s + ev.rejoin_after_s, seq, "join", -1, node=node, source=f"events[{i}]"))
+                seq += 1
             continue
         if isinstance(ev, NodeEvent):
             if ev.crash not in topo.nodes:
@@ -213,10 +233,12 @@ class ScenarioPlayer:
                 return
             t0 = time.monotonic_ns()
             attrs: dict[str, Any] = {}
-            if a.kind in ("crash", "restart", "cpu_spike"):
+            if a.kind in ("crash", "restart", "cpu_spike", "leave", "join"):
                 try:
                     if a.kind == "cpu_spike":
                         self.tb.cpu_spike(a.node, int(a.info["cores"]), float(a.info["duration_s"]))
+                    elif a.kind in ("leave", "join"):
+                        self.tb.set_presence(a.node, a.kind == "join")
                     else:
                         (self.tb.crash_node if a.kind == "crash" else self.tb.restart_node)(a.node)
                 except Exception as e:  # reported in the manifest; the run goes on

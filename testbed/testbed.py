@@ -81,6 +81,7 @@ class Testbed:
         # what set each node up (roles, models), replayed when a crashed node restarts
         self._setup_calls: dict[str, list[tuple[str, tuple[Any, ...]]]] = {}
         self._crashed: set[str] = set()
+        self.absent: set[str] = set()  # nodes that left (scenario churn)
         self._pending_spans: list[dict[str, Any]] = []
         self._pending_samples: list[dict[str, Any]] = []
         self._ports: dict[str, int] = {}
@@ -649,6 +650,30 @@ class Testbed:
             p.kill()
         p.wait(10)
         self.ledger.forget("pid", str(p.pid))
+
+    def set_presence(self, node: str, present: bool) -> None:
+        """Churn: ``node`` leaves (every link it has goes down; workloads stop sending from it and stop choosing
+        it) or joins again. Its processes keep running, so pooled devices can churn too."""
+        import ray
+
+        if present == (node not in self.absent):
+            return
+        actor = self.node_group[node].node_actor if node not in self._crashed else None
+        if present:
+            self.absent.discard(node)
+        else:
+            self.absent.add(node)
+            if actor is not None:
+                ray.get(actor.set_away.remote(node, True), timeout=30)
+        for lk in self.topology.links:
+            if node in (lk.a, lk.b):
+                self._net.set_link_state(lk.index, present)
+        if present and actor is not None:
+            ray.get(actor.set_away.remote(node, False), timeout=30)
+
+    def is_present(self, node: str) -> bool:
+        """False while ``node`` has left (churn) or is crashed."""
+        return node not in self.absent and node not in self._crashed
 
     def set_link_state(self, index: int, up: bool) -> None:
         """Take link ``index`` down (kernel backend: every packet on it dropped, both ways) or bring it back."""

@@ -369,6 +369,16 @@ class Endpoint:
                 if fut is not None and not fut.done():
                     fut.set_exception(ConnectionError(f"{self.node}: {peer} closed the connection"))
 
+    def fail_pending(self, reason: str) -> int:
+        """Fail every request still waiting for a reply (this node left the network); returns how many."""
+        n = 0
+        for corr in list(self._pending_dst):
+            fut = self._pending.get(corr)
+            if fut is not None and not fut.done():
+                fut.set_exception(ConnectionError(f"{self.node}: {reason}"))
+                n += 1
+        return n
+
     def _rx(self, sock: socket.socket, peer: str, channel: str) -> None:
         hdr = bytearray(_HDR_SIZE)
         while not self._stop.is_set():

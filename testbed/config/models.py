@@ -248,6 +248,25 @@ class NodeEvent(Frozen):
     restart_after_s: PositiveFloat | None = None
 
 
+class ChurnEvent(Frozen):
+    """A node leaves (its links go down and workloads stop using it: a device walking out of range, switched off,
+    or a client dropping out) and, after ``rejoin_after_s``, joins again; ``join`` alone means the node is absent
+    from the start and joins at ``at_s``. Unlike ``crash``, its processes keep running; pooled devices can churn."""
+
+    at_s: NonNegativeFloat
+    leave: str | None = None
+    join: str | None = None
+    rejoin_after_s: PositiveFloat | None = None
+
+    @model_validator(mode="after")
+    def _one_node(self) -> ChurnEvent:
+        if (self.leave is None) == (self.join is None):
+            raise ValueError("give either leave: NODE or join: NODE")
+        if self.join is not None and self.rejoin_after_s is not None:
+            raise ValueError("rejoin_after_s goes with leave:")
+        return self
+
+
 class PartitionEvent(Frozen):
     """The nodes in ``partition`` are cut off from the rest: every link with one end inside goes down (kernel
     backend) until ``heal_after_s``, if given."""
@@ -322,7 +341,7 @@ class MobilitySpec(Frozen):
 class ScenarioSpec(Frozen):
     """What happens to the network while the workload runs."""
 
-    events: list[LinkEvent | NodeEvent | PartitionEvent | CpuSpike] = Field(default_factory=list)
+    events: list[LinkEvent | NodeEvent | ChurnEvent | PartitionEvent | CpuSpike] = Field(default_factory=list)
     traces: list[TraceSpec] = Field(default_factory=list)
     mobility: list[MobilitySpec] = Field(default_factory=list)
     horizon_s: PositiveFloat = 3600.0  # a looping trace stops here

@@ -47,3 +47,33 @@ workload:
     assert s.loc["fedavg/iid/hier2", "rounds_to_target"] <= 8
     spans = load(out.path).spans
     assert (spans.kind == "dropout").any()
+
+
+def test_churn_clients_leave_and_join(tmp_path: Path, ray_local: None) -> None:
+    """Churn. c3 is away from the start and joins at 7.5 s; rounds before that choose from the present clients only.
+    c5 leaves 0.5 s into round 1, which times it out (round_timeout_s, 6 s) and goes on without it."""
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(f"""
+name: flchurn
+topology: {ROOT / 'topologies/fl_hier5.yaml'}
+workload:
+  name: federated
+  params:
+    rounds: 30
+    round_timeout_s: 6
+    variants: [{{algorithm: fedavg, hierarchical: false, local_epochs: 1}}]
+backends: {{links: kernel}}
+scenario:
+  events: [{{at_s: 7.5, join: c3}}, {{at_s: 0.5, leave: c5}}]
+""")
+    out = run_experiment(load_experiment(exp), tmp_path / "results")
+    assert out.status == "complete" and not out.manifest["scenario"]["errors"]
+    r = pd.read_parquet(out.path / "fl_rounds.parquet")
+    # round 1: c3 is not there to be chosen; c5 was chosen and left during the round: timed out, not waited for
+    assert r.selected.iloc[0] == 4 and "c5" in r.failed.iloc[0] and "c3" not in r.failed.iloc[0]
+    assert r.round_s.iloc[0] < 6 + 2
+    assert r.selected.iloc[1] == 3  # c1, c2, c4: c3 not yet back, c5 gone
+    assert r.selected.iloc[-1] == 4 and r.contributed.iloc[-1] == 4  # c3 joined; c5 stays away
+    assert r.accuracy.iloc[-1] > r.accuracy.iloc[0]
+    ev = load(out.path).spans
+    assert set(ev[ev.kind == "scenario"].node) == {"c3", "c5"}

@@ -179,3 +179,66 @@ scenario:
     assert edge.duration_ms.median() > 5.0
     for name, pid in detail["pids"].items():
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, name
+
+
+@pytest.mark.skipif(not is_root(), reason="needs root (kernel links: a device's links go down while it is away)")
+def test_device_churn_during_inference(tmp_path: Path, ray_local: None) -> None:
+    """A device leaves for 1.5 s and joins again: it sends nothing while away, its links are down, the other
+    device is not disturbed, and both events are spans."""
+    (tmp_path / "topo.yaml").write_text("""
+name: two_devices
+nodes:
+  - {name: d1, tier: device, hardware_class: rpi4b}
+  - {name: d2, tier: device, hardware_class: rpi4b}
+  - {name: edge, tier: edge, hardware_class: edge_server}
+links:
+  - {ends: [d1, edge], link_class: wifi_ac}
+  - {ends: [d2, edge], link_class: wifi_ac}
+""")
+    (tmp_path / "exp.yaml").write_text("""
+name: churn
+topology: topo.yaml
+workload: {name: inference, params: {model: small_cnn, tiers: [edge], requests_per_device: 40, interval_ms: 100,
+  warmup: 1, chunk: 4, input_dtype: float32}}
+backends: {links: kernel, compute: none}
+scenario:
+  events: [{at_s: 1.0, leave: d2, rejoin_after_s: 1.5}]
+""")
+    out = run_experiment(load_experiment(tmp_path / "exp.yaml"), tmp_path / "results")
+    assert out.status == "complete" and out.manifest["scenario"]["applied"] == 2
+    spans = load(out.path).spans
+    ev = spans[spans.kind == "scenario"].sort_values("start_ns")
+    assert [json.loads(a)["event"] for a in ev["attrs"]] == ["leave", "join"]
+    t_leave, t_join = ev.start_ns.iloc[0], ev.end_ns.iloc[1]
+    req = spans[spans.kind == "request"]
+    assert len(req[req.node == "d1"]) == 40
+    d2 = req[req.node == "d2"]
+    assert 10 <= len(d2) < 36  # what it was away for was never sent
+    # a request in flight when it left is recorded as failed, not lost; every other one was answered
+    status = d2["attrs"].map(lambda a: json.loads(a)["status"])
+    assert status.isin(["ok", "failed"]).all() and (status == "failed").sum() <= 1
+    # nothing started while it was away (a chunk that began before it left may finish after)
+    assert not ((d2.start_ns > t_leave + 0.2e9) & (d2.start_ns < t_join)).any()
+    assert (d2.start_ns > t_join).any()
+
+
+def test_split_inference_falls_back_on_the_device_when_the_edge_crashes(tmp_path: Path, ray_local: None) -> None:
+    """on_failure: local in split_inference: while the edge is down the device runs the rest of the model."""
+    (tmp_path / "exp.yaml").write_text(f"""
+name: splitcrash
+topology: {ROOT / 'topologies/minimal.yaml'}
+workload: {{name: split_inference, params: {{model: small_cnn, planners: [edge_only], requests_per_planner: 120,
+  interval_ms: 50, chunk: 1, warmup: 1, on_failure: local}}}}
+backends: {{links: {'kernel' if is_root() else 'userspace'}, compute: none}}
+scenario:
+  events: [{{at_s: 0.5, crash: edge, restart_after_s: 1.0}}]
+""")
+    out = run_experiment(load_experiment(tmp_path / "exp.yaml"), tmp_path / "results")
+    assert out.status == "complete" and out.manifest["scenario"]["applied"] == 2
+    row = out.summary.iloc[0]
+    assert row.requests == 120 and row.failed == 0 and 5 <= row.fallback < 100  # none lost: each answered somewhere
+    spans = load(out.path).spans
+    assert (spans.kind == "request_failed").sum() == row.fallback
+    req = spans[spans.kind == "request"].sort_values("start_ns")
+    status = req["attrs"].map(lambda a: json.loads(a)["status"])
+    assert status.iloc[-5:].eq("ok").all()  # the restarted edge answers again

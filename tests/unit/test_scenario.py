@@ -125,3 +125,18 @@ def test_partition_and_cpu_spike_events(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no node"):
         timeline(ScenarioSpec.model_validate({"events": [{"at_s": 0, "cpu_spike": "x", "duration_s": 1}]}),
                  topo(), "e.yaml", tmp_path)
+
+
+def test_churn_events(tmp_path: Path) -> None:
+    spec = ScenarioSpec.model_validate({"events": [
+        {"at_s": 2, "leave": "dev", "rejoin_after_s": 1.5},
+        {"at_s": 4, "join": "cloud"}]})  # join alone: absent from the start
+    acts = timeline(spec, topo(), "exp.yaml", tmp_path)
+    assert [(a.t_s, a.kind, a.node) for a in acts] == [
+        (0.0, "leave", "cloud"), (2.0, "leave", "dev"), (3.5, "join", "dev"), (4.0, "join", "cloud")]
+    assert acts[0].info == {"absent_from_start": True}
+    with pytest.raises(ValueError, match="either leave"):
+        ScenarioSpec.model_validate({"events": [{"at_s": 1, "leave": "dev", "join": "dev"}]})
+    with pytest.raises(ConfigError, match="no node") as e:
+        timeline(ScenarioSpec.model_validate({"events": [{"at_s": 0, "leave": "phone"}]}), topo(), "e.yaml", tmp_path)
+    assert e.value.path == "scenario.events[0].leave"

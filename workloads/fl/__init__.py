@@ -574,7 +574,11 @@ class Federated(Workload):
         if v.chain:
             cfg.update(self.chain_cfg, chain_round=vi * 100_000 + rnd)
         k = max(1, int(round(len(self.clients) * v.fraction)))
-        chosen = sorted(self.rng.choice(self.clients, k, replace=False).tolist())
+        # clients that have left (scenario churn) do not check in for selection; one that leaves mid-round
+        # is timed out by the round (round_timeout_s)
+        here = [c for c in self.clients if tb.is_present(c)] or self.clients
+        k = min(k, len(here))
+        chosen = sorted(self.rng.choice(here, k, replace=False).tolist())
         skipped = [c for c in chosen if v.deadline_s and self.last_ms.get(c, 0.0) > v.deadline_s * 1e3]
         chosen = [c for c in chosen if c not in skipped]
         hier = v.hierarchical if v.hierarchical is not None else bool(self.edges)

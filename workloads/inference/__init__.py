@@ -70,6 +70,8 @@ class InferenceRole:
     def run_requests(self, rt: Any, target: str, target_tier: str, n: int, first_id: int, interval_ms: float,
                      record: bool = True) -> int:
         for i in range(n):
+            if rt.away:  # the device has left (churn): the rest of the chunk is never sent
+                return i
             x = self._frame(rt)
             rid = first_id + i if record else -1
             t0 = time.monotonic_ns()
@@ -79,13 +81,13 @@ class InferenceRole:
             else:
                 try:
                     rt.request(target, "infer", x, {"role": "inference"}, rid, timeout=self.timeout_s)
-                except Exception as e:  # the target crashed or is unreachable
-                    if self.on_failure == "fail":
+                except Exception as e:  # the target crashed or is unreachable, or this device left
+                    if self.on_failure == "fail" and not rt.away:
                         raise
                     rt.span("request_failed", t0, time.monotonic_ns(), request_id=rid, target=target,
                             error=f"{type(e).__name__}: {e}")
                     status = "failed"
-                    if self.on_failure == "local":
+                    if self.on_failure == "local" and not rt.away:
                         rt.compute(self.model, x, rid)
                         status = "fallback"
             t1 = time.monotonic_ns()
@@ -171,11 +173,15 @@ class InferenceWorkload(Workload):
     def _run_chunk(self, tb: Any, tier: Tier, start: int, n: int) -> int:
         import ray
 
+        pairs = list(enumerate(self.targets(tb.topology, tier).items()))
+        # a device that has left (scenario churn) sends nothing while it is away
         futs = [tb.call_async(d, "inference", "run_requests", target=tgt, target_tier=tier.value, n=n,
                               first_id=i * 1_000_000 + start, interval_ms=self.p.interval_ms)
-                for i, (d, tgt) in enumerate(self.targets(tb.topology, tier).items())]
+                for i, (d, tgt) in pairs if tb.is_present(d)]
         ray.get(futs)
-        return len(futs)
+        if not futs:
+            time.sleep(n * self.p.interval_ms / 1e3)  # every device away: the chunk's time still passes
+        return len(pairs)
 
     def _step_for_duration(self, tb: Any) -> StepResult:
         """Duration mode: each tier runs for duration_s / len(tiers), chunk by chunk."""

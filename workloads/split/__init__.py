@@ -75,6 +75,10 @@ class SplitParams(BaseModel):
     predictor: Literal["profile", "regression"] = "profile"  # regression: only one reference node is profiled
     link_change: LinkChange | None = None  # the uplink changes in the middle of every planner's requests
     latency_target_ms: PositiveFloat | None = None  # report the share of requests within it (a finding)
+    # when the next tier cannot be reached (it crashed, or the link is gone): stop the run, record the request
+    # as failed and go on, or finish the model on the device itself
+    on_failure: Literal["fail", "record", "local"] = "fail"
+    interval_ms: float = Field(0.0, ge=0)  # a camera's frame period (0: back to back)
 
     @field_validator("planners", mode="before")
     @classmethod
@@ -114,6 +118,7 @@ class SplitRole:
         self.key = params["key"]
         self.shape = tuple(params["input_shape"])
         self.compression = params["compression"]
+        self.on_failure = params.get("on_failure", "fail")
 
     def _forward(self, rt: Any, x: np.ndarray, hops: list[list[Any]], rid: int,
                  compression: str | None = None, key: str | None = None) -> np.ndarray:
@@ -159,6 +164,8 @@ class SplitRole:
         shape = tuple(input_shape) if input_shape else self.shape
         next_start = time.monotonic_ns()
         for i in range(n):
+            if rt.away:  # the device has left (churn): the rest of the chunk is never sent
+                return i
             rid = first_id + i if record else -1
             x: np.ndarray = rt.rng.integers(0, 256, size=(1, *shape), dtype=np.uint8)
             if interval_ms:
@@ -168,11 +175,25 @@ class SplitRole:
             t0 = time.monotonic_ns()
             if c1 > 0:
                 x = rt.compute(key, x, rid, 0, c1)
+            status = "ok"
             if len(hops) > 1:
-                x = self._forward(rt, x, hops[1:], rid, key=key)
+                try:
+                    x = self._forward(rt, x, hops[1:], rid, key=key)
+                except Exception as e:  # the next tier crashed or cannot be reached, or this device left
+                    if self.on_failure == "fail" and not rt.away:
+                        raise
+                    rt.span("request_failed", t0, time.monotonic_ns(), request_id=rid, target=hops[1][0],
+                            error=f"{type(e).__name__}: {e}")
+                    status = "failed"
+                    if self.on_failure == "local" and not rt.away:
+                        x = rt.compute(key, x, rid, c1, None)  # the rest of the model, here
+                        status = "fallback"
             t1 = time.monotonic_ns()
             if record:
-                rt.span("request", t0, t1, request_id=rid, target=hops[-1][0], **attrs)
+                rt.span("request", t0, t1, request_id=rid, target=hops[-1][0], status=status, **attrs)
+        # the last frame's period too, so that chunks of one request keep the camera's pace
+        while interval_ms and (wait := next_start - time.monotonic_ns()) > 0:
+            time.sleep(wait / 1e9)
         return n
 
 
@@ -207,7 +228,8 @@ class SplitInference(Workload):
         self.devices = topo.by_tier(Tier.DEVICE)
         compute_nodes = [n for n, m in self.node_models(topo).items() if m]
         md = MODELS.get(self.p.model)
-        role = {"key": "chain", "input_shape": list(md.input_shape), "compression": self.p.compression}
+        role = {"key": "chain", "input_shape": list(md.input_shape), "compression": self.p.compression,
+                "on_failure": self.p.on_failure}
         for n in topo.nodes:
             tb.add_role(n, "split", role)
         infos: list[dict[str, Any]] = []
@@ -339,8 +361,8 @@ class SplitInference(Workload):
         import ray
 
         futs = [tb.call_async(d, "split", "run_requests", hops=hops, n=n, first_id=i * 1_000_000 + start,
-                              attrs=attrs, record=record)
-                for i, (d, (hops, attrs)) in enumerate(self.current.items())]
+                              attrs=attrs, record=record, interval_ms=self.p.interval_ms if record else 0.0)
+                for i, (d, (hops, attrs)) in enumerate(self.current.items()) if tb.is_present(d)]
         ray.get(futs)
         return len(futs)
 
@@ -477,6 +499,9 @@ class SplitInference(Workload):
                 "compression_max_rel_diff", "compression_top1_agreement"]
         for k in keys:
             req[k] = attrs.map(lambda a, k=k: a.get(k, float("nan")))
+        req["status"] = attrs.map(lambda a: a.get("status", "ok"))
+        # a failed request has no latency to speak of: it is counted, not timed
+        req.loc[req.status == "failed", "duration_ms"] = float("nan")
         req["error_pct"] = 100 * (req["predicted_ms"] - req["duration_ms"]) / req["duration_ms"]
         g = req.groupby(["phase", "node"], sort=False)
         out = g.agg(planner=("planner", "first"), uplink_mbit=("uplink_mbit", "first"), c1=("c1", "first"),
@@ -486,6 +511,8 @@ class SplitInference(Workload):
                     error_pct_median=("error_pct", "median"),
                     compression_max_rel_diff=("compression_max_rel_diff", "first"),
                     compression_top1_agreement=("compression_top1_agreement", "first"),
+                    failed=("status", lambda v: int((v == "failed").sum())),
+                    fallback=("status", lambda v: int((v == "fallback").sum())),
                     ).reset_index().rename(columns={"node": "device"})
         if self.p.latency_target_ms:
             target = self.p.latency_target_ms
