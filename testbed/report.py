@@ -106,20 +106,27 @@ def scenario_figure(spans: pd.DataFrame) -> Any:
         ax[0].set_yscale("log")
         ax[0].legend(fontsize=7)
     ax[0].grid(alpha=0.3)
-    for r in rows:  # node outages: from a crash to its restart (or the end)
-        if r["event"] == "crash":
-            back = next((q["t"] for q in rows if q["event"] == "restart" and q["t"] >= r["t"]
+    # node outages: from a crash to its restart, and churn: from a leave to its join (or the end)
+    for start_ev, end_ev, color in (("crash", "restart", "grey"), ("leave", "join", "orange")):
+        for r in rows:
+            if r["event"] != start_ev:
+                continue
+            back = next((q["t"] for q in rows if q["event"] == end_ev and q["t"] >= r["t"]
                          and q["name"] == r["name"]), None)
             end = back if back is not None else float((req.end_ns.max() - t0) / 1e9) if not req.empty else r["t"]
             for a in ax:
-                a.axvspan(r["t"], end, color="grey", alpha=0.25)
-    for phase, g in req.groupby("phase"):
-        ax[1].scatter((g.start_ns - t0) / 1e9, g.duration_ms, s=8, label=str(phase))
+                a.axvspan(r["t"], end, color=color, alpha=0.2)
+            ax[1].text(r["t"], 1.0, f" {r['name']} {start_ev}", transform=ax[1].get_xaxis_transform(), fontsize=6,
+                       va="top", color=color)
+    # one colour per phase, or per device when there is one phase and several devices (churn, crashes)
+    by = "node" if req.phase.nunique() <= 1 and req.node.nunique() > 1 else "phase"
+    for key, g in req.groupby(by):
+        ax[1].scatter((g.start_ns - t0) / 1e9, g.duration_ms, s=8, label=str(key))
     ax[1].set_xlabel("time since the scenario started (s)")
     ax[1].set_ylabel("request latency (ms)")
     ax[1].set_yscale("log")
     ax[1].grid(alpha=0.3)
-    if req.phase.nunique() <= 12:
+    if req[by].nunique() <= 12:
         ax[1].legend(fontsize=6)
     return fig
 

@@ -205,6 +205,8 @@ def run_experiment(exp: Experiment, out_root: str | Path = "results", address: s
                     manifest["compute_plans"] = {n: p.to_dict() for n, p in tb.plans().items()}
                 workload.setup(tb)
                 player = None
+                if spec.scenario is not None and tb.network is not None:
+                    tb.network.scenario_started()  # mininet-wifi starts its stations' walks on this clock
                 if actions:
                     from testbed.scenario import ScenarioPlayer
 

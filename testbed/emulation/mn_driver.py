@@ -5,7 +5,8 @@ the testbed's virtual environment, so it imports nothing from the testbed. The p
 ``testbed.emulation.mnbackend.translate``. Protocol, one JSON object per line:
 
 * stdout, once built: ``{"pids": {mininet_name: pid}}``, or ``{"error": "..."}`` and exit 1.
-* stdin: ``{"cmd": "position", "node": NAME, "position": "x,y,z"}`` moves a station (mininet-wifi);
+* stdin: ``{"cmd": "start_mobility"}`` starts replaying the stations' tracks (the scenario's clock starts);
+  ``{"cmd": "position", "node": NAME, "position": "x,y,z"}`` moves a station (mininet-wifi);
   ``{"cmd": "stop"}``, or end of input (the testbed died), stops the network and exits.
 
 Mininet creates the namespaces (one shell process per node); the testbed attaches them by PID,
@@ -16,6 +17,8 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
+import time
 import traceback
 from typing import Any
 
@@ -43,34 +46,41 @@ def build_wifi(plan: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     for h in plan["hosts"]:
         nodes[h["name"]] = net.addHost(h["name"], ip=None)
     for s in plan["stations"]:
-        kw: dict[str, Any] = {"position": s["position"]}
-        kw.update(s.get("range_params", {}))
-        nodes[s["name"]] = net.addStation(s["name"], ip=None, **kw)
+        nodes[s["name"]] = net.addStation(s["name"], ip=None, ip6=None, position=s["position"], mode=s["mode"],
+                                          channel=str(s["channel"]))
     for ap in plan["access_points"]:
         nodes[ap["name"]] = net.addAccessPoint(ap["name"], ssid=ap["ssid"], mode=ap["mode"],
                                                channel=str(ap["channel"]), position=ap["position"],
                                                failMode="standalone")
-    prop = plan["propagation"]
-    net.setPropagationModel(**prop)
+    net.setPropagationModel(**plan["propagation"])
     net.configureNodes()
     for lk in plan["wired"]:
         net.addLink(nodes[lk["a"]], nodes[lk["b"]], intfName1=lk["intf_a"], intfName2=lk["intf_b"])
-    mob = plan["mobility"]
-    if mob["stations"]:
-        if mob["random"]:
-            net.setMobilityModel(time=0, model="RandomWayPoint", max_x=mob["max_x"], max_y=mob["max_y"],
-                                 seed=mob["seed"])
-        else:
-            net.startMobility(time=0)
-            for m in mob["stations"]:
-                for seg in m["segments"]:
-                    net.mobility(nodes[m["station"]], "start", time=seg["t0"], position=seg["p0"])
-                    net.mobility(nodes[m["station"]], "stop", time=seg["t1"], position=seg["p1"])
-            net.stopMobility(time=mob["end_s"])
+    # stations associate by range at build; mobility is replayed by ``Replay`` (positions over time), not by
+    # mininet-wifi's own mobility models
     net.build()
     for ap in plan["access_points"]:
         nodes[ap["name"]].start([])
     return net, nodes
+
+
+class Replay(threading.Thread):
+    """Moves stations along their tracks ([t_s, "x,y,z"], ...) from the moment the scenario starts."""
+
+    def __init__(self, nodes: dict[str, Any], tracks: list[dict[str, Any]]) -> None:
+        super().__init__(daemon=True, name="mn-replay")
+        self.nodes = nodes
+        self.moves = sorted((t, tr["station"], pos) for tr in tracks for t, pos in tr["samples"])
+        self.stop = threading.Event()
+        self.applied = 0
+
+    def run(self) -> None:
+        t0 = time.monotonic()
+        for t, sta, pos in self.moves:
+            if self.stop.wait(max(0.0, t0 + t - time.monotonic())):
+                return
+            self.nodes[sta].setPosition(pos)
+            self.applied += 1
 
 
 def main() -> int:
@@ -81,20 +91,26 @@ def main() -> int:
 
         setLogLevel("warning")
         net, nodes = build_wifi(plan) if plan["mode"] == "wifi" else build_wired(plan)
-    except Exception as exc:  # noqa: BLE001 - reported to the testbed, which raises
+    except BaseException as exc:  # noqa: BLE001 - reported to the testbed (mininet-wifi may call exit())
         print(json.dumps({"error": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc()}), flush=True)
         return 1
     try:
         pids = {name: n.pid for name, n in nodes.items() if getattr(n, "pid", None)}
         print(json.dumps({"pids": pids}), flush=True)
+        replay = None
         for line in sys.stdin:
             msg = json.loads(line)
             if msg.get("cmd") == "stop":
                 break
             if msg.get("cmd") == "position":
                 nodes[msg["node"]].setPosition(msg["position"])
+            if msg.get("cmd") == "start_mobility" and replay is None and plan.get("tracks"):
+                replay = Replay(nodes, plan["tracks"])
+                replay.start()
             print(json.dumps({"ok": msg.get("cmd")}), flush=True)
     finally:
+        if replay is not None:
+            replay.stop.set()
         net.stop()
     return 0
 

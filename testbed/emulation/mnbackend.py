@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import select
 import shutil
@@ -28,18 +29,23 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from testbed.config.models import LinkSpec, MobilitySpec, Tier
 from testbed.emulation.network import KernelNetwork
 from testbed.errors import ConfigError, EmulationError, PrivilegeError
 from testbed.lifecycle.cleanup import VETH_PREFIX
 from testbed.lifecycle.ledger import Ledger
+from testbed.mobility import distance_at, walk
 from testbed.topology import Topology
 from testbed.transport import PathModel
 
 logger = logging.getLogger(__name__)
 
 DRIVER = Path(__file__).with_name("mn_driver.py")
-WIFI_MODES = {"wifi_n": ("n", 1), "wifi_ac": ("ac", 36), "wifi_ax": ("ax", 36)}  # mininet-wifi mode, channel
+# mininet-wifi mode and channel: "n2" is 802.11n at 2.4 GHz ("n" alone is 5 GHz there), "ax5" 802.11ax at 5 GHz
+# ("ax" is 6 GHz, which needs WPA3); an unknown mode/channel pair makes mininet-wifi's hostapd set-up exit
+WIFI_MODES = {"wifi_n": ("n2", 1), "wifi_ac": ("ac", 36), "wifi_ax": ("ax5", 36)}
 AP_SPACING_M = 1000.0  # access points far enough apart that a station hears only its own
 Y_M = 10.0
 
@@ -105,33 +111,24 @@ def translate(topo: Topology, run_id: str, wifi: bool, mobility: list[MobilitySp
             raise ConfigError(f"{m.device} is not a station of {m.ap}'s access point", file=source,
                               path=f"scenario.mobility[{i}]",
                               fix="move a device over its Wi-Fi link (wifi_n, wifi_ac or wifi_ax) to that edge")
-    rwp = [m for m in mobility if m.random_waypoint is not None]
-    if rwp and len(rwp) != len(mobility):
-        raise ConfigError("mininet-wifi runs one mobility model: mix of waypoints and random_waypoint", file=source,
-                          path="scenario.mobility", fix="give every device waypoints, or every device random_waypoint")
-    seg_list: list[dict[str, Any]] = []
-    end_s = 0.0
+    tracks: list[dict[str, Any]] = []
     for s in sta_list:
         ap = aps[stations[s["node"]]]
+        s["mode"], s["channel"] = ap["mode"], ap["channel"]
         i_m = moves.get(s["node"])
-        mv = i_m[1] if i_m else None
         d0 = 5.0
-        if mv is not None and mv.waypoints:
-            d0 = mv.waypoints[0][1]
-            segs = []
-            for (t0, a), (t1, b) in zip(mv.waypoints, mv.waypoints[1:], strict=False):
-                segs.append({"t0": t0, "t1": t1, "p0": f"{ap['x'] + a:.1f},{Y_M:.1f},0",
-                             "p1": f"{ap['x'] + b:.1f},{Y_M:.1f},0"})
-                end_s = max(end_s, t1)
-            seg_list.append({"station": s["name"], "segments": segs})
-        elif mv is not None and mv.random_waypoint is not None:
-            r = mv.random_waypoint
-            d0 = r.min_distance_m
-            s["range_params"] = {"min_x": ap["x"] + r.min_distance_m, "max_x": ap["x"] + r.max_distance_m,
-                                 "min_y": Y_M, "max_y": Y_M, "min_v": r.speed_mps[0], "max_v": r.speed_mps[1]}
-            seg_list.append({"station": s["name"], "segments": []})
-            end_s = max(end_s, r.duration_s)
-        s["position"] = f"{ap['x'] + d0:.1f},{Y_M:.1f},0"
+        if i_m is not None:
+            # the same walk as on the kernel backend (testbed.mobility, same seed); the driver replays it as
+            # positions, and mininet-wifi's propagation model turns the distance into signal, rate and loss
+            mv = i_m[1]
+            rng = np.random.default_rng(seed if mv.seed is None else mv.seed)
+            knots = walk(mv, rng)
+            n_steps = int(math.floor(knots[-1][0] / mv.step_s)) + 1
+            samples = [[round(k * mv.step_s, 3), f"{ap['x'] + max(distance_at(knots, k * mv.step_s), 0.1):.2f},"
+                        f"{Y_M:.1f},0"] for k in range(n_steps)]
+            tracks.append({"station": s["name"], "samples": samples})
+            d0 = max(distance_at(knots, 0.0), 0.1)
+        s["position"] = f"{ap['x'] + d0:.2f},{Y_M:.1f},0"
     pl = mobility[0].path_loss if mobility else None
     if pl is None:
         propagation: dict[str, Any] = {"model": "logDistance", "exp": 3.0}
@@ -161,9 +158,7 @@ def translate(topo: Topology, run_id: str, wifi: bool, mobility: list[MobilitySp
                       "addrs_a": [], "addrs_b": edge_addrs, "prefixlen": plens.pop()})
     return {"mode": "wifi" if wifi else "wired", "run_id": run_id, "names": names, "hosts": hosts,
             "stations": sta_list, "access_points": list(aps.values()), "wired": wired, "radio": radio_out,
-            "propagation": propagation,
-            "mobility": {"stations": seg_list, "random": bool(rwp), "end_s": end_s + 1.0,
-                         "max_x": AP_SPACING_M * max(1, len(aps)), "max_y": 2 * Y_M, "seed": seed}}
+            "propagation": propagation, "tracks": tracks}
 
 
 def find_mininet(wifi: bool) -> tuple[str | None, str]:
@@ -289,6 +284,17 @@ class MininetNetwork(KernelNetwork):
                 err = self._proc.stderr.read() if self._proc.stderr else ""
                 return {"error": f"the Mininet driver exited with {self._proc.returncode}: {err.strip()[-800:]}"}
         return {"error": f"the Mininet driver did not answer within {timeout_s:.0f} s"}
+
+    def scenario_started(self) -> None:
+        """Start replaying the stations' walks (mininet-wifi), on the scenario's clock."""
+        if self._proc is None or not self.plan.get("tracks"):
+            return
+        assert self._proc.stdin is not None
+        self._proc.stdin.write(json.dumps({"cmd": "start_mobility"}) + "\n")
+        self._proc.stdin.flush()
+        reply = self._read_reply(timeout_s=30.0)
+        if "error" in reply:
+            raise EmulationError(f"mininet-wifi could not start the stations' mobility: {reply['error']}")
 
     def path_model(self, src: str, dst: str) -> PathModel:
         """Radio hops' delay and loss come from mininet-wifi's model; the transport adds the wired hops'."""

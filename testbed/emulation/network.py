@@ -67,6 +67,9 @@ class NetworkBackend(ABC):
         """Take link ``index`` down (every packet on it dropped) or bring it back as it was shaped."""
         raise EmulationError(f"{self.name} links cannot go down: use the kernel link backend")
 
+    def scenario_started(self) -> None:
+        """The scenario's clock starts now (a backend that moves nodes itself starts moving them)."""
+
     def teardown(self) -> None:
         """Remove what ``build`` made (idempotent)."""
 

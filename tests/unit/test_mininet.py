@@ -50,7 +50,7 @@ def test_wifi_translation_stations_aps_hosts_and_addresses(tmp_path: Path) -> No
     assert {names[n] for n in ("edge", "edge2", "cloud")} == {h["name"] for h in plan["hosts"]}
     aps = {ap["edge"]: ap for ap in plan["access_points"]}
     assert (aps["edge"]["mode"], aps["edge"]["channel"]) == ("ac", 36)
-    assert (aps["edge2"]["mode"], aps["edge2"]["channel"]) == ("n", 1)
+    assert (aps["edge2"]["mode"], aps["edge2"]["channel"]) == ("n2", 1)  # 802.11n at 2.4 GHz in mininet-wifi
     radio = {r["node"]: r for r in plan["radio"]}
     assert set(radio) == {"cam1", "cam2", "phone"}
     # the station keeps its topology address; the edge holds the other end of each link on its AP port
@@ -74,31 +74,36 @@ def test_wired_translation_has_no_radio(tmp_path: Path) -> None:
     assert len(plan["hosts"]) == 6 and len(plan["wired"]) == 5
 
 
-def test_waypoints_become_positions_relative_to_the_ap(tmp_path: Path) -> None:
-    m = mob(waypoints=[[0, 2], [15, 110], [30, 2]], path_loss={"exponent": 3.5, "shadowing_db": 4})
+def test_walks_become_position_tracks_relative_to_the_ap(tmp_path: Path) -> None:
+    m = mob(waypoints=[[0, 2], [15, 110], [30, 2]], path_loss={"exponent": 3.5, "shadowing_db": 4}, step_s=0.5)
     plan = translate(topo(tmp_path), "abcdef12", wifi=True, mobility=[m], seed=7)
     ap = next(a for a in plan["access_points"] if a["edge"] == "edge")
     sta = next(s for s in plan["stations"] if s["name"] == plan["names"]["cam1"])
-    assert sta["position"] == f"{ap['x'] + 2:.1f},10.0,0"
-    segs = plan["mobility"]["stations"][0]["segments"]
-    assert [(s["t0"], s["t1"]) for s in segs] == [(0, 15), (15, 30)]
-    assert segs[0]["p1"] == f"{ap['x'] + 110:.1f},10.0,0"
+    assert sta["position"] == f"{ap['x'] + 2:.2f},10.0,0" and (sta["mode"], sta["channel"]) == ("ac", 36)
+    (track,) = plan["tracks"]
+    assert track["station"] == sta["name"] and len(track["samples"]) == 61  # 0..30 s every 0.5 s
+    x = {t: float(p.split(",")[0]) - ap["x"] for t, p in track["samples"]}
+    assert x[0.0] == pytest.approx(2) and x[15.0] == pytest.approx(110) and x[7.5] == pytest.approx(56)
     assert plan["propagation"] == {"model": "logNormalShadowing", "exp": 3.5, "variance": 4.0}
-    assert plan["mobility"]["end_s"] == 31.0 and not plan["mobility"]["random"]
     # a second AP sits far away: the walk never brings cam1 near it
     others = [a["x"] for a in plan["access_points"] if a["edge"] != "edge"]
     assert all(abs(x - (ap["x"] + 110)) > 500 for x in others)
 
 
-def test_random_waypoint_sets_the_station_range(tmp_path: Path) -> None:
+def test_random_waypoint_is_the_kernel_backends_walk(tmp_path: Path) -> None:
+    """The same seed gives the same walk as testbed.mobility (what the kernel backend replays)."""
+    import numpy as np
+
+    from testbed.mobility import distance_at, walk
+
     m = mob(random_waypoint={"min_distance_m": 3, "max_distance_m": 60, "speed_mps": [1, 2], "duration_s": 40},
-            path_loss={"shadowing_db": 0})
+            path_loss={"shadowing_db": 0}, step_s=1.0)
     plan = translate(topo(tmp_path), "abcdef12", wifi=True, mobility=[m], seed=3)
-    sta = next(s for s in plan["stations"] if s["name"] == plan["names"]["cam1"])
     ap = next(a for a in plan["access_points"] if a["edge"] == "edge")
-    assert sta["range_params"]["min_x"] == ap["x"] + 3 and sta["range_params"]["max_x"] == ap["x"] + 60
-    assert (sta["range_params"]["min_v"], sta["range_params"]["max_v"]) == (1, 2)
-    assert plan["mobility"]["random"] and plan["mobility"]["seed"] == 3
+    knots = walk(m, np.random.default_rng(3))
+    got = [float(p.split(",")[0]) - ap["x"] for _, p in plan["tracks"][0]["samples"]]
+    assert got == pytest.approx([max(distance_at(knots, float(k)), 0.1) for k in range(len(got))], abs=0.01)
+    assert all(3 - 0.01 <= d <= 60 + 0.01 for d in got[1:])
     assert plan["propagation"]["model"] == "logDistance"
 
 
