@@ -70,8 +70,12 @@ class InferenceRole:
     def run_requests(self, rt: Any, target: str, target_tier: str, n: int, first_id: int, interval_ms: float,
                      record: bool = True) -> int:
         for i in range(n):
-            if rt.away:  # the device has left (churn): the rest of the chunk is never sent
-                return i
+            if rt.away:  # the device has left (churn): its frames are not sent while it is away
+                if interval_ms:
+                    time.sleep(interval_ms / 1e3)  # this frame's slot passes unsent
+                    continue
+                while rt.away:  # back to back: the requests wait for the device to come back
+                    time.sleep(0.05)
             x = self._frame(rt)
             rid = first_id + i if record else -1
             t0 = time.monotonic_ns()
@@ -152,10 +156,9 @@ class InferenceWorkload(Workload):
                 tb.load_model(n, m, m, self.p.weights_path)
         self.plan = [(t, start) for t in self.p.tiers for start in range(0, self.n_requests(), self.p.chunk)]
         self.devices = tb.topology.by_tier(Tier.DEVICE)
-        self.step_i = 0
         self.phase_i = 0
+        self.stopped: set[str] = set()  # devices that crashed in the current phase
         self.phase_start: float | None = None
-        self.next_id = 0
         self.t0 = time.monotonic()
         self.reported = 0
         if self.p.warmup:
@@ -168,49 +171,60 @@ class InferenceWorkload(Workload):
     def total_steps(self) -> int:
         if self.duration_s:
             return int(self.duration_s * 10)  # progress in tenths of a second
-        return len(self.plan) * len(self.devices)
+        return len(self.plan) * len(self.devices)  # device-chunks
 
-    def _run_chunk(self, tb: Any, tier: Tier, start: int, n: int) -> int:
+    def step(self, tb: Any) -> StepResult:
+        """Each device runs its own chunks, one after another: a device never waits for a slower one (a chunk is
+        a unit of control and progress, not a barrier). A phase ends when every device has sent its requests
+        (or, with ``duration_s``, when the phase's time is up and the chunks in flight are back)."""
         import ray
 
-        pairs = list(enumerate(self.targets(tb.topology, tier).items()))
-        # a device that has left (scenario churn) sends nothing while it is away
-        futs = [tb.call_async(d, "inference", "run_requests", target=tgt, target_tier=tier.value, n=n,
-                              first_id=i * 1_000_000 + start, interval_ms=self.p.interval_ms)
-                for i, (d, tgt) in pairs if tb.is_present(d)]
-        ray.get(futs)
-        if not futs:
-            time.sleep(n * self.p.interval_ms / 1e3)  # every device away: the chunk's time still passes
-        return len(pairs)
-
-    def _step_for_duration(self, tb: Any) -> StepResult:
-        """Duration mode: each tier runs for duration_s / len(tiers), chunk by chunk."""
-        assert self.duration_s
         tier = self.p.tiers[self.phase_i]
+        targets = self.targets(tb.topology, tier)
         if self.phase_start is None:
             tb.set_phase(tier.value)
             self.phase_start = time.monotonic()
-            self.next_id = 0
-        self._run_chunk(tb, tier, self.next_id, self.p.chunk)
-        self.next_id += self.p.chunk
-        if time.monotonic() - self.phase_start >= self.duration_s / len(self.p.tiers):
+            self.cursor = {d: 0 for d in targets}
+            self.inflight: dict[Any, tuple[str, int]] = {}
+            self.stopped = set()
+        per_phase = self.duration_s / len(self.p.tiers) if self.duration_s else None
+        for i, (d, tgt) in enumerate(targets.items()):
+            if d in (v[0] for v in self.inflight.values()) or d in self.stopped:
+                continue
+            if per_phase is not None:
+                if time.monotonic() - self.phase_start >= per_phase:
+                    continue
+                n = self.p.chunk
+            else:
+                n = min(self.p.chunk, self.n_requests() - self.cursor[d])
+                if n <= 0:
+                    continue
+            fut = tb.call_async(d, "inference", "run_requests", target=tgt, target_tier=tier.value, n=n,
+                                first_id=i * 1_000_000 + self.cursor[d], interval_ms=self.p.interval_ms)
+            self.inflight[fut] = (d, n)
+            self.cursor[d] += n
+        progress = 0
+        if self.inflight:
+            ready, _ = ray.wait(list(self.inflight), num_returns=1)
+            for f in ready:
+                d, _n = self.inflight.pop(f)
+                try:
+                    ray.get(f)
+                except Exception:
+                    if tb.is_present(d):
+                        raise
+                    self.stopped.add(d)  # the device crashed under its chunk: it sends no more
+                progress += 1
+        if not self.inflight and all(d in self.stopped or (
+                time.monotonic() - self.phase_start >= per_phase if per_phase is not None
+                else self.cursor[d] >= self.n_requests()) for d in targets):
             self.phase_i += 1
             self.phase_start = None
         done = self.phase_i >= len(self.p.tiers)
-        now = self.total_steps() if done else min(self.total_steps(), int((time.monotonic() - self.t0) * 10))
-        progress, self.reported = now - self.reported, now
-        return StepResult(progress=progress, done=done, info={"label": tier.value})
-
-    def step(self, tb: Any) -> StepResult:
         if self.duration_s:
-            return self._step_for_duration(tb)
-        tier, start = self.plan[self.step_i]
-        if start == 0:
-            tb.set_phase(tier.value)
-        n = min(self.p.chunk, self.n_requests() - start)
-        sent = self._run_chunk(tb, tier, start, n)
-        self.step_i += 1
-        return StepResult(progress=sent, done=self.step_i >= len(self.plan), info={"label": tier.value})
+            now = self.total_steps() if done else min(self.total_steps(), int((time.monotonic() - self.t0) * 10))
+            progress, self.reported = now - self.reported, now
+        return StepResult(progress=progress, done=done, info={"label": tier.value})
 
     def summarize(self, spans: pd.DataFrame) -> pd.DataFrame:
         from testbed.results import request_table
