@@ -13,6 +13,7 @@ Comparisons are made side by side in one run, because the machine is shared and 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 import socket
@@ -350,6 +351,23 @@ def bench_trace(backends: list[str], steps: tuple[tuple[float, float], ...] = ((
     return rows
 
 
+# down across the rate (262 Mbit/s) below which GSO is switched off, and back: the step that once stalled a link
+GSO_STEPS = ((0.0, 300.0), (4.0, 5.0), (8.0, 300.0), (12.0, 20.0))
+
+
+def bench_traces(backends: list[str]) -> list[Row]:
+    """The stepped trace on every backend, then the GSO-boundary trace where the kernel shapes (kernel, mininet).
+
+    After a step that switches GSO off, the queue is flushed and TCP recovers its losses, which delivers
+    held data in a burst: goodput is measured from 1.5 s after those steps."""
+    rows = bench_trace(backends)
+    tc_backends = [b for b in backends if b != "userspace"]
+    if tc_backends:
+        rows += [dataclasses.replace(r, case=r.case.replace(": step", ": gso-boundary step"))
+                 for r in bench_trace(tc_backends, steps=GSO_STEPS, step_s=4.0, settle_s=1.5)]
+    return rows
+
+
 def fidelity(size: str, links: list[str], compute: list[str]) -> list[tuple[str, Callable[[], list[Row]]]]:
     """The ``fidelity`` suite: the spine's link, transport and hardware-class benchmarks. ``quick`` takes
     two rates, two delays, 100 MB through the transport and one reference model on the compute backends (30
@@ -363,7 +381,7 @@ def fidelity(size: str, links: list[str], compute: list[str]) -> list[tuple[str,
                                               requests=30)),
             ("links", lambda: bench_links(links, rates, delays, 2.0 if quick else 3.0)),
             ("transport", lambda: sum((bench_transport(x, 100 if quick else 400) for x in links), [])),
-            ("trace", lambda: bench_trace(links))]
+            ("trace", lambda: bench_traces(links))]
 
 
 def available_backends() -> tuple[list[str], list[str]]:

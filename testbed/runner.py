@@ -165,8 +165,20 @@ def run_experiment(exp: Experiment, out_root: str | Path = "results", address: s
 
         actions = timeline(spec.scenario, exp.topology, exp.source, Path(exp.source).parent, spec.seed)
         if links == "mininet-wifi":
-            # mininet-wifi moves the stations itself (the backend translates scenario.mobility)
+            # mininet-wifi moves the stations itself (the backend translates scenario.mobility), and its radio
+            # links follow its propagation model: the scenario may not re-shape them or take them down
+            from testbed.emulation.mnbackend import wireless_links
+
             actions = [a for a in actions if not a.source.startswith("mobility")]
+            radio = wireless_links(exp.topology)
+            radio_nodes = {n for pair in radio.values() for n in pair}
+            for a in actions:
+                if a.link in radio or (a.kind in ("leave", "join") and a.node in radio_nodes):
+                    what = exp.topology.links[a.link].name if a.link in radio else a.node
+                    raise ConfigError(f"{what} is on a mininet-wifi radio link, which follows mininet-wifi's "
+                                      "propagation and mobility: it cannot be re-shaped, taken down or churned",
+                                      file=exp.source, path=f"scenario.{a.source}",
+                                      fix="change only wired links, or use backends: {links: kernel}")
         if links == "userspace" and any(a.kind in ("down", "leave") for a in actions):
             raise ConfigError("taking a link down (down_for_s, partition, leave) needs the kernel link backend",
                               file=exp.source,

@@ -219,55 +219,64 @@ class ScenarioPlayer:
         self.t0_ns = 0
 
     def start(self) -> None:
+        """Apply what holds from the start (nodes absent from the start) before returning, then play the rest
+        on the scenario's clock from a thread."""
         self.t0_ns = time.monotonic_ns()
+        initial = [a for a in self.actions if a.info.get("absent_from_start")]
+        self.actions = [a for a in self.actions if not a.info.get("absent_from_start")]
+        for a in initial:
+            self._apply(a)
         self._thread.start()
 
     def _run(self) -> None:
-        from testbed.metrics import make_span
-
         for a in self.actions:
             wait = self.t0_ns / 1e9 + a.t_s - time.monotonic()
             if wait > 0 and self._stop.wait(wait):
                 return
             if self._stop.is_set():
                 return
-            t0 = time.monotonic_ns()
-            attrs: dict[str, Any] = {}
-            if a.kind in ("crash", "restart", "cpu_spike", "leave", "join"):
-                try:
-                    if a.kind == "cpu_spike":
-                        self.tb.cpu_spike(a.node, int(a.info["cores"]), float(a.info["duration_s"]))
-                    elif a.kind in ("leave", "join"):
-                        self.tb.set_presence(a.node, a.kind == "join")
-                    else:
-                        (self.tb.crash_node if a.kind == "crash" else self.tb.restart_node)(a.node)
-                except Exception as e:  # reported in the manifest; the run goes on
-                    self.errors.append(f"{a.source} at {a.t_s} s: {type(e).__name__}: {e}")
-                    continue
-                with self._lock:
-                    self.spans.append(make_span(self.tb.run_id, a.node, "scenario", t0, time.monotonic_ns(),
-                                                event=a.kind, at_s=a.t_s, source=a.source, **a.info))
-                    self.applied += 1
-                continue
-            lk = self.tb.topology.links[a.link]
+            self._apply(a)
+
+    def _apply(self, a: Action) -> None:
+        from testbed.metrics import make_span
+
+        t0 = time.monotonic_ns()
+        attrs: dict[str, Any] = {}
+        if a.kind in ("crash", "restart", "cpu_spike", "leave", "join"):
             try:
-                if a.kind == "set":
-                    up = a.up.over(lk.up) if a.up else lk.up
-                    down = a.down.over(lk.down) if a.down else lk.down
-                    self.tb.set_link(a.link, up, down)
-                    attrs = {"up_rate_mbit": up.rate_mbit, "up_delay_ms": up.delay_ms, "up_loss_pct": up.loss_pct,
-                             "down_rate_mbit": down.rate_mbit, "down_delay_ms": down.delay_ms,
-                             "down_loss_pct": down.loss_pct}
+                if a.kind == "cpu_spike":
+                    self.tb.cpu_spike(a.node, int(a.info["cores"]), float(a.info["duration_s"]))
+                elif a.kind in ("leave", "join"):
+                    self.tb.set_presence(a.node, a.kind == "join")
                 else:
-                    self.tb.set_link_state(a.link, a.kind == "up")
+                    (self.tb.crash_node if a.kind == "crash" else self.tb.restart_node)(a.node)
             except Exception as e:  # reported in the manifest; the run goes on
                 self.errors.append(f"{a.source} at {a.t_s} s: {type(e).__name__}: {e}")
-                continue
-            span = make_span(self.tb.run_id, "scenario", "scenario", t0, time.monotonic_ns(), src=lk.a, dst=lk.b,
-                             event=a.kind, link=a.link, at_s=a.t_s, source=a.source, **attrs, **a.info)
+                return
             with self._lock:
-                self.spans.append(span)
+                self.spans.append(make_span(self.tb.run_id, a.node, "scenario", t0, time.monotonic_ns(),
+                                            event=a.kind, at_s=a.t_s, source=a.source, **a.info))
                 self.applied += 1
+            return
+        lk = self.tb.topology.links[a.link]
+        try:
+            if a.kind == "set":
+                up = a.up.over(lk.up) if a.up else lk.up
+                down = a.down.over(lk.down) if a.down else lk.down
+                self.tb.set_link(a.link, up, down)
+                attrs = {"up_rate_mbit": up.rate_mbit, "up_delay_ms": up.delay_ms, "up_loss_pct": up.loss_pct,
+                         "down_rate_mbit": down.rate_mbit, "down_delay_ms": down.delay_ms,
+                         "down_loss_pct": down.loss_pct}
+            else:
+                self.tb.set_link_state(a.link, a.kind == "up", reason=a.source)
+        except Exception as e:  # reported in the manifest; the run goes on
+            self.errors.append(f"{a.source} at {a.t_s} s: {type(e).__name__}: {e}")
+            return
+        span = make_span(self.tb.run_id, "scenario", "scenario", t0, time.monotonic_ns(), src=lk.a, dst=lk.b,
+                         event=a.kind, link=a.link, at_s=a.t_s, source=a.source, **attrs, **a.info)
+        with self._lock:
+            self.spans.append(span)
+            self.applied += 1
 
     def drain(self) -> list[dict[str, Any]]:
         with self._lock:

@@ -568,7 +568,8 @@ class Testbed:
         self.topology = dataclasses.replace(self.topology, links=tuple(links))
         net = self._net
         net.topology = self.topology
-        net.set_link(index, up, down)
+        if not net.is_held(index):  # a link held down takes its new shaping when it comes back
+            net.set_link(index, up, down)
         nodes = list(self.topology.nodes)
         futs = []
         for g in self._live_groups():
@@ -619,6 +620,8 @@ class Testbed:
         calls, self._setup_calls[node] = self._setup_calls.get(node, []), []
         for fn, args in calls:
             getattr(self, fn)(*args)
+        if node in self.absent:  # it rebooted while away: it is still away
+            ray.get(g.node_actor.set_away.remote(node, True), timeout=30)
 
     def cpu_spike(self, node: str, cores: int, duration_s: float) -> list[int]:
         """Start ``cores`` busy processes that contend with ``node``'s compute for ``duration_s``: inside its
@@ -659,25 +662,33 @@ class Testbed:
         if present == (node not in self.absent):
             return
         actor = self.node_group[node].node_actor if node not in self._crashed else None
-        if present:
-            self.absent.discard(node)
-        else:
+        links = [lk.index for lk in self.topology.links if node in (lk.a, lk.b)]
+        if not present:
             self.absent.add(node)
             if actor is not None:
                 ray.get(actor.set_away.remote(node, True), timeout=30)
-        for lk in self.topology.links:
-            if node in (lk.a, lk.b):
-                self._net.set_link_state(lk.index, present)
-        if present and actor is not None:
-            ray.get(actor.set_away.remote(node, False), timeout=30)
+            for i in links:
+                self.set_link_state(i, False, reason=f"away:{node}")
+            return
+        try:
+            for i in links:
+                self.set_link_state(i, True, reason=f"away:{node}")
+        finally:
+            if actor is not None:
+                ray.get(actor.set_away.remote(node, False), timeout=30)
+            self.absent.discard(node)  # last: a workload sees it present only once it can work
 
     def is_present(self, node: str) -> bool:
         """False while ``node`` has left (churn) or is crashed."""
         return node not in self.absent and node not in self._crashed
 
-    def set_link_state(self, index: int, up: bool) -> None:
-        """Take link ``index`` down (kernel backend: every packet on it dropped, both ways) or bring it back."""
-        self._net.set_link_state(index, up)
+    def set_link_state(self, index: int, up: bool, reason: str = "scenario") -> None:
+        """Take link ``index`` down (every packet on it dropped, both ways) or bring it back.
+
+        Each ``reason`` (an outage, a partition, a node that is away) holds the link down on its own: the link
+        comes back only when every reason that took it down has let go of it.
+        """
+        self._net.hold(index, reason, down=not up)
 
     def set_phase(self, phase: str) -> None:
         import ray

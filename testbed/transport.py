@@ -29,7 +29,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -375,8 +375,11 @@ class Endpoint:
         for corr in list(self._pending_dst):
             fut = self._pending.get(corr)
             if fut is not None and not fut.done():
-                fut.set_exception(ConnectionError(f"{self.node}: {reason}"))
-                n += 1
+                try:
+                    fut.set_exception(ConnectionError(f"{self.node}: {reason}"))
+                    n += 1
+                except InvalidStateError:  # the reply won the race: that request was answered
+                    pass
         return n
 
     def _rx(self, sock: socket.socket, peer: str, channel: str) -> None:

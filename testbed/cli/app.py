@@ -332,7 +332,7 @@ def bench(which: Annotated[str, typer.Argument(
     jobs: dict[str, Callable[[], list[b.Row]]] = {
         "links": lambda: b.bench_links(links), "transport": lambda: sum((b.bench_transport(x) for x in links), []),
         "classes": lambda: b.bench_classes(compute), "demo": b.bench_demo, "fl-flower": _fl_flower,
-        "chain": lambda: _chain(links, url), "trace": lambda: b.bench_trace(links)}
+        "chain": lambda: _chain(links, url), "trace": lambda: b.bench_traces(links)}
     label = which
     if which == "fidelity":
         if size not in ("quick", "full"):

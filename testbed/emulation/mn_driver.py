@@ -16,6 +16,7 @@ addresses the interfaces and shapes wired links itself, exactly as in its kernel
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
@@ -23,25 +24,29 @@ import traceback
 from typing import Any
 
 
-def build_wired(plan: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-    """Debian's wired Mininet: every node a host, every link a veth pair between two hosts (no switch)."""
+def make_net(plan: dict[str, Any]) -> Any:
+    if plan["mode"] == "wifi":
+        from mn_wifi.net import Mininet_wifi
+
+        return Mininet_wifi(topo=None, controller=None, build=False, autoSetMacs=False)
     from mininet.net import Mininet
 
-    net = Mininet(topo=None, controller=None, build=False, autoSetMacs=False, autoStaticArp=False)
+    return Mininet(topo=None, controller=None, build=False, autoSetMacs=False, autoStaticArp=False)
+
+
+def build_wired(net: Any, plan: dict[str, Any]) -> dict[str, Any]:
+    """Debian's wired Mininet: every node a host, every link a veth pair between two hosts (no switch)."""
     nodes: dict[str, Any] = {}
     for h in plan["hosts"] + plan["stations"]:
         nodes[h["name"]] = net.addHost(h["name"], ip=None)
     for lk in plan["wired"]:
         net.addLink(nodes[lk["a"]], nodes[lk["b"]], intfName1=lk["intf_a"], intfName2=lk["intf_b"])
     net.build()
-    return net, nodes
+    return nodes
 
 
-def build_wifi(plan: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+def build_wifi(net: Any, plan: dict[str, Any]) -> dict[str, Any]:
     """mininet-wifi: stations for devices, an access point per edge with its edge host on a wired port."""
-    from mn_wifi.net import Mininet_wifi
-
-    net = Mininet_wifi(topo=None, controller=None, build=False, autoSetMacs=False)
     nodes: dict[str, Any] = {}
     for h in plan["hosts"]:
         nodes[h["name"]] = net.addHost(h["name"], ip=None)
@@ -61,7 +66,7 @@ def build_wifi(plan: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     net.build()
     for ap in plan["access_points"]:
         nodes[ap["name"]].start([])
-    return net, nodes
+    return nodes
 
 
 class Replay(threading.Thread):
@@ -84,20 +89,35 @@ class Replay(threading.Thread):
 
 
 def main() -> int:
+    # the protocol gets its own copy of stdout; anything else printed here or by the processes Mininet
+    # starts (they inherit fd 1) goes to stderr, so it can never corrupt the JSON lines
+    proto = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+
+    def send(msg: dict[str, Any]) -> None:
+        proto.write(json.dumps(msg) + "\n")
+        proto.flush()
+
     with open(sys.argv[1]) as f:
         plan = json.load(f)
+    net: Any = None
+    replay: Replay | None = None
     try:
         from mininet.log import setLogLevel
 
         setLogLevel("warning")
-        net, nodes = build_wifi(plan) if plan["mode"] == "wifi" else build_wired(plan)
+        net = make_net(plan)
+        nodes = build_wifi(net, plan) if plan["mode"] == "wifi" else build_wired(net, plan)
     except BaseException as exc:  # noqa: BLE001 - reported to the testbed (mininet-wifi may call exit())
-        print(json.dumps({"error": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc()}), flush=True)
+        send({"error": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc()})
+        if net is not None:
+            try:
+                net.stop()  # what was half built: access points, veths, radios
+            except BaseException:  # noqa: BLE001 - the build error is the one to report
+                traceback.print_exc()
         return 1
     try:
-        pids = {name: n.pid for name, n in nodes.items() if getattr(n, "pid", None)}
-        print(json.dumps({"pids": pids}), flush=True)
-        replay = None
+        send({"pids": {name: n.pid for name, n in nodes.items() if getattr(n, "pid", None)}})
         for line in sys.stdin:
             msg = json.loads(line)
             if msg.get("cmd") == "stop":
@@ -107,7 +127,7 @@ def main() -> int:
             if msg.get("cmd") == "start_mobility" and replay is None and plan.get("tracks"):
                 replay = Replay(nodes, plan["tracks"])
                 replay.start()
-            print(json.dumps({"ok": msg.get("cmd")}), flush=True)
+            send({"ok": msg.get("cmd")})
     finally:
         if replay is not None:
             replay.stop.set()

@@ -206,6 +206,7 @@ class MininetNetwork(KernelNetwork):
         self.radio: set[int] = set()
         self._proc: subprocess.Popen[str] | None = None
         self._pids: dict[str, int] = {}
+        self._stderr: Any = None
 
     @classmethod
     def check_mininet(cls, wifi: bool) -> str:
@@ -240,8 +241,10 @@ class MininetNetwork(KernelNetwork):
             json.dump(self.plan, f)
         try:
             # -P: the driver's folder (which holds this module, mnbackend) must not shadow the real mininet
+            # stderr goes to a file, never a pipe nobody reads (a full pipe would stall Mininet)
+            self._stderr = tempfile.TemporaryFile("w+")
             self._proc = subprocess.Popen([py, "-P", str(DRIVER), f.name], stdin=subprocess.PIPE,
-                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                          stdout=subprocess.PIPE, stderr=self._stderr, text=True,
                                           start_new_session=True)
             self.ledger.record("pid", str(self._proc.pid), pid=self._proc.pid,
                                start=psutil.Process(self._proc.pid).create_time())
@@ -278,11 +281,14 @@ class MininetNetwork(KernelNetwork):
             if ready:
                 line = self._proc.stdout.readline()
                 if line:
-                    reply: dict[str, Any] = json.loads(line)
-                    return reply
+                    try:
+                        reply: dict[str, Any] = json.loads(line)
+                        return reply
+                    except json.JSONDecodeError:
+                        logger.debug("mininet driver: %s", line.rstrip())
+                        continue
             if self._proc.poll() is not None:
-                err = self._proc.stderr.read() if self._proc.stderr else ""
-                return {"error": f"the Mininet driver exited with {self._proc.returncode}: {err.strip()[-800:]}"}
+                return {"error": f"the Mininet driver exited with {self._proc.returncode}: {self._stderr_tail()}"}
         return {"error": f"the Mininet driver did not answer within {timeout_s:.0f} s"}
 
     def scenario_started(self) -> None:
@@ -295,6 +301,13 @@ class MininetNetwork(KernelNetwork):
         reply = self._read_reply(timeout_s=30.0)
         if "error" in reply:
             raise EmulationError(f"mininet-wifi could not start the stations' mobility: {reply['error']}")
+
+    def _stderr_tail(self, n: int = 800) -> str:
+        if self._stderr is None:
+            return ""
+        self._stderr.seek(0)
+        text: str = self._stderr.read()
+        return text.strip()[-n:]
 
     def path_model(self, src: str, dst: str) -> PathModel:
         """Radio hops' delay and loss come from mininet-wifi's model; the transport adds the wired hops'."""
@@ -330,6 +343,9 @@ class MininetNetwork(KernelNetwork):
             except (OSError, subprocess.TimeoutExpired) as exc:
                 logger.warning("the Mininet driver did not stop by itself (%s); killing it", exc)
         super().teardown()  # ledger: remaining PIDs (host shells), namespace names, blackhole
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
 
     def info(self) -> dict[str, Any]:
         out = super().info()

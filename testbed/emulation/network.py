@@ -42,6 +42,7 @@ class NetworkBackend(ABC):
         self.topology = topology
         self.run_id = run_id
         self.ledger = ledger
+        self._holds: dict[int, set[str]] = {}  # link -> what holds it down (outages, partitions, absent nodes)
 
     @abstractmethod
     def build(self) -> None:
@@ -66,6 +67,23 @@ class NetworkBackend(ABC):
     def set_link_state(self, index: int, up: bool) -> None:
         """Take link ``index`` down (every packet on it dropped) or bring it back as it was shaped."""
         raise EmulationError(f"{self.name} links cannot go down: use the kernel link backend")
+
+    def hold(self, index: int, reason: str, down: bool) -> None:
+        """Take link ``index`` down for ``reason`` (``down=True``) or let go of it. Each reason holds the link
+        down on its own: it comes back, with its current shaping, only when no reason holds it any more."""
+        held = self._holds.setdefault(index, set())
+        was_down = bool(held)
+        if down:
+            held.add(reason)
+            if not was_down:
+                self.set_link_state(index, False)
+        else:
+            held.discard(reason)
+            if was_down and not held:
+                self.set_link_state(index, True)
+
+    def is_held(self, index: int) -> bool:
+        return bool(self._holds.get(index))
 
     def scenario_started(self) -> None:
         """The scenario's clock starts now (a backend that moves nodes itself starts moving them)."""

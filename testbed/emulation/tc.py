@@ -44,25 +44,56 @@ def tbf_params(rate_mbit: float) -> dict[str, int]:
 
 
 def apply_rate(ns: str, ifname: str, spec: LinkSpec) -> None:
-    """Shape egress of ``ifname`` in netns ``ns`` to ``spec.rate_mbit`` (replaces any earlier shaping)."""
+    """Shape egress of ``ifname`` in netns ``ns`` to ``spec.rate_mbit`` (replaces any earlier shaping).
+
+    A change keeps the packets queued (the TBF is modified in place), except when GSO is switched off by it
+    (a step from at least 262 Mbit/s to below): super-packets of up to 64 KB may then be queued, larger
+    than the new bucket, and a TBF never sends a packet larger than its bucket, so the link would stall
+    until the rate went back up (found by a walk-away test: 300 -> 202 Mbit/s stalled a request for 8.5 s).
+    The queue is flushed in that case, and TCP retransmits what it held; packets that arrive later are cut
+    to one MTU by the TBF itself (it segments GSO packets larger than its bucket on enqueue).
+    """
     p = tbf_params(spec.rate_mbit)
     with ipr(ns) as n:
         idx = n.link_lookup(ifname=ifname)[0]
+        (link,) = n.get_links(idx)
+        gso_was = int(link.get_attr("IFLA_GSO_MAX_SIZE") or 0)
         n.link("set", index=idx, gso_max_size=p["gso_max_size"])
-        _replace_root(n, idx, "tbf", rate=p["rate"], burst=p["burst"], limit=p["limit"])
+        # flush when queued super-packets would never fit the new bucket
+        _replace_root(n, idx, "tbf", flush=gso_was > p["gso_max_size"], rate=p["rate"], burst=p["burst"],
+                      limit=p["limit"])
 
 
-def _replace_root(n: Any, idx: int, kind: str, **kw: Any) -> None:
-    """Put a ``kind`` root qdisc on ``idx``; a root of another kind is deleted first (replace refuses that)."""
+def _root(n: Any, idx: int) -> tuple[str, int]:
+    """The kind and handle of the root qdisc on ``idx`` ("", 0 when there is none of ours)."""
+    for q in n.get_qdiscs(index=idx):
+        if q.get("parent") == 0xFFFFFFFF:
+            return str(q.get_attr("TCA_KIND")), int(q.get("handle"))
+    return "", 0
+
+
+def _replace_root(n: Any, idx: int, kind: str, flush: bool = False, **kw: Any) -> None:
+    """Put a ``kind`` root qdisc on ``idx``.
+
+    A root of the same kind is changed in place, keeping its queue, unless ``flush``. Otherwise a new qdisc
+    is grafted in its place under the other of our two handles (1: and 2:), in one step. The old queue goes
+    with the old qdisc, and the link is never left without a qdisc (a veth without one sends at memory speed).
+    """
     from pyroute2.netlink.exceptions import NetlinkError
 
+    cur_kind, cur_handle = _root(n, idx)
+    ours = cur_handle in (0x10000, 0x20000)
+    if cur_kind == kind and ours and not flush:
+        n.tc("replace", kind, idx, cur_handle, **kw)
+        return
+    handle = 0x20000 if cur_handle == 0x10000 else 0x10000
     try:
-        n.tc("replace", kind, idx, 0x10000, **kw)
-    except NetlinkError as e:
+        n.tc("replace", kind, idx, handle, **kw)
+    except NetlinkError as e:  # a kernel that will not graft over a root of another kind
         if e.code != errno.EINVAL:
             raise
         n.tc("del", index=idx, root=True)
-        n.tc("add", kind, idx, 0x10000, **kw)
+        n.tc("add", kind, idx, handle, **kw)
 
 
 def block(ns: str, ifname: str) -> None:
@@ -82,8 +113,4 @@ def unshape(ns: str, ifname: str) -> None:
 def show_qdisc(ns: str, ifname: str) -> str:
     """The kind of root qdisc on ``ifname`` (e.g. 'tbf'), for tests and ``doctor``."""
     with ipr(ns) as n:
-        idx = n.link_lookup(ifname=ifname)[0]
-        for q in n.get_qdiscs(index=idx):
-            if q.get("parent") == 0xFFFFFFFF:
-                return str(q.get_attr("TCA_KIND"))
-    return ""
+        return _root(n, n.link_lookup(ifname=ifname)[0])[0]

@@ -242,3 +242,32 @@ scenario:
     req = spans[spans.kind == "request"].sort_values("start_ns")
     status = req["attrs"].map(lambda a: json.loads(a)["status"])
     assert status.iloc[-5:].eq("ok").all()  # the restarted edge answers again
+
+
+@pytest.mark.skipif(not is_root(), reason="needs root (kernel links: a device's links go down while it is away)")
+def test_back_to_back_device_that_never_returns_does_not_hold_the_run(tmp_path: Path, ray_local: None) -> None:
+    """No frame period, and d2 leaves for good: d1 sends all its requests, d2 stops, and the run ends."""
+    (tmp_path / "topo.yaml").write_text("""
+name: two_devices
+nodes:
+  - {name: d1, tier: device, hardware_class: rpi4b}
+  - {name: d2, tier: device, hardware_class: rpi4b}
+  - {name: edge, tier: edge, hardware_class: edge_server}
+links:
+  - {ends: [d1, edge], link_class: wifi_ac}
+  - {ends: [d2, edge], link_class: wifi_ac}
+""")
+    (tmp_path / "exp.yaml").write_text("""
+name: gone
+topology: topo.yaml
+workload: {name: inference, params: {model: small_cnn, tiers: [edge], requests_per_device: 400, warmup: 1,
+  chunk: 10, input_dtype: float32, on_failure: record}}
+backends: {links: kernel, compute: none}
+scenario:
+  events: [{at_s: 0.3, leave: d2}]
+""")
+    out = run_experiment(load_experiment(tmp_path / "exp.yaml"), tmp_path / "results")
+    assert out.status == "complete" and out.manifest["scenario"]["applied"] == 1
+    req = load(out.path).spans
+    req = req[req.kind == "request"]
+    assert len(req[req.node == "d1"]) == 400 and 0 < len(req[req.node == "d2"]) < 400

@@ -210,3 +210,37 @@ def test_sigterm_tears_down_and_marks_interrupted(tmp_path: Path) -> None:
     m = json.loads(next((tmp_path / "res").glob("termme/*/manifest.json")).read_text())
     assert m["status"] == "interrupted" and m["partial"] is True
     assert m["rows"]["spans"] > 0  # what was measured before the signal is kept
+
+
+def test_overlapping_holds_on_a_link() -> None:
+    """An outage, a partition and an absent node may hold one link down at once: it comes back only when the
+    last lets go, and a re-shape while it is down takes effect when it comes back."""
+    from testbed.emulation.network import KernelNetwork
+    from testbed.emulation.tc import show_qdisc
+
+    topo = load_topology(ROOT / "topologies/minimal.yaml")
+    ledger = Ledger("abcd1235")
+    net = KernelNetwork(topo, "abcd1235", ledger)
+    try:
+        net.build()
+        net.hold(0, "events[0]", down=True)
+        net.hold(0, "away:dev", down=True)
+        assert show_qdisc(net.ns("dev"), "l0") == "pfifo" and show_qdisc(net.ns("edge"), "l0") == "pfifo"
+        net.hold(0, "events[0]", down=False)  # the outage ends, but dev is still away
+        assert show_qdisc(net.ns("dev"), "l0") == "pfifo" and net.is_held(0)
+        net.hold(0, "away:dev", down=False)
+        assert show_qdisc(net.ns("dev"), "l0") == "tbf" and show_qdisc(net.ns("edge"), "l0") == "tbf"
+        assert not net.is_held(0) and show_qdisc(net.ns("edge"), "l1") == "tbf"  # the other link never moved
+    finally:
+        net.teardown()
+        ledger.close()
+
+
+def test_rate_step_across_the_gso_boundary_does_not_stall() -> None:
+    """300 -> 5 Mbit/s under a bulk sender: GSO goes off, and super-packets queued at 300 Mbit/s no longer fit
+    the TBF's bucket. Before the fix the link then sent nothing until the rate rose again."""
+    from testbed.bench import bench_trace
+
+    rows = bench_trace(["kernel"], steps=((0.0, 300.0), (2.5, 5.0)), step_s=3.0, settle_s=1.5)
+    assert rows[0].measured > 200
+    assert abs(rows[1].measured / rows[1].expected - 1) < 0.1, rows[1]

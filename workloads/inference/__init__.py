@@ -71,11 +71,10 @@ class InferenceRole:
                      record: bool = True) -> int:
         for i in range(n):
             if rt.away:  # the device has left (churn): its frames are not sent while it is away
-                if interval_ms:
-                    time.sleep(interval_ms / 1e3)  # this frame's slot passes unsent
-                    continue
-                while rt.away:  # back to back: the requests wait for the device to come back
-                    time.sleep(0.05)
+                if not interval_ms:
+                    return i  # back to back: the rest of the chunk is not sent
+                time.sleep(interval_ms / 1e3)  # this frame's slot passes unsent
+                continue
             x = self._frame(rt)
             rid = first_id + i if record else -1
             t0 = time.monotonic_ns()
@@ -188,8 +187,11 @@ class InferenceWorkload(Workload):
             self.inflight: dict[Any, tuple[str, int]] = {}
             self.stopped = set()
         per_phase = self.duration_s / len(self.p.tiers) if self.duration_s else None
+        # back to back (no frame period), a device that is away is not sent work until it is back; with a
+        # frame period its chunks go on and skip their slots, so the run keeps the camera's clock
+        waiting = {d for d in targets if not self.p.interval_ms and not tb.is_present(d)}
         for i, (d, tgt) in enumerate(targets.items()):
-            if d in (v[0] for v in self.inflight.values()) or d in self.stopped:
+            if d in (v[0] for v in self.inflight.values()) or d in self.stopped or d in waiting:
                 continue
             if per_phase is not None:
                 if time.monotonic() - self.phase_start >= per_phase:
@@ -205,7 +207,8 @@ class InferenceWorkload(Workload):
             self.cursor[d] += n
         progress = 0
         if self.inflight:
-            ready, _ = ray.wait(list(self.inflight), num_returns=1)
+            # a short wait when some device is away, so that its return is noticed
+            ready, _ = ray.wait(list(self.inflight), num_returns=1, timeout=0.2 if waiting else None)
             for f in ready:
                 d, _n = self.inflight.pop(f)
                 try:
@@ -215,7 +218,9 @@ class InferenceWorkload(Workload):
                         raise
                     self.stopped.add(d)  # the device crashed under its chunk: it sends no more
                 progress += 1
-        if not self.inflight and all(d in self.stopped or (
+        # the phase ends when every device is done; one that is away then does not hold it (its remaining
+        # requests are not sent)
+        if not self.inflight and all(d in self.stopped or d in waiting or (
                 time.monotonic() - self.phase_start >= per_phase if per_phase is not None
                 else self.cursor[d] >= self.n_requests()) for d in targets):
             self.phase_i += 1

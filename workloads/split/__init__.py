@@ -119,6 +119,8 @@ class SplitRole:
         self.shape = tuple(params["input_shape"])
         self.compression = params["compression"]
         self.on_failure = params.get("on_failure", "fail")
+        # a failure is handled, not fatal: do not wait two minutes to find out
+        self.timeout_s = 30.0 if self.on_failure != "fail" else 120.0
 
     def _forward(self, rt: Any, x: np.ndarray, hops: list[list[Any]], rid: int,
                  compression: str | None = None, key: str | None = None) -> np.ndarray:
@@ -127,7 +129,7 @@ class SplitRole:
         mode = compression or self.compression
         payload, codec = encode(x, mode)
         meta = dict(codec, role="split", start=start, end=end, hops=hops[1:], compression=mode, key=key or self.key)
-        reply = rt.request(node, "split", payload, meta, rid)
+        reply = rt.request(node, "split", payload, meta, rid, timeout=self.timeout_s)
         assert reply.array is not None
         out: np.ndarray = reply.array
         return out
@@ -164,8 +166,13 @@ class SplitRole:
         shape = tuple(input_shape) if input_shape else self.shape
         next_start = time.monotonic_ns()
         for i in range(n):
-            if rt.away:  # the device has left (churn): the rest of the chunk is never sent
-                return i
+            if rt.away:  # the device has left (churn): its frames are not sent while it is away
+                if not interval_ms:
+                    return i  # back to back: the rest of the chunk is not sent
+                while (wait := next_start - time.monotonic_ns()) > 0:  # this frame's slot passes unsent
+                    time.sleep(wait / 1e9)
+                next_start += int(interval_ms * 1e6)
+                continue
             rid = first_id + i if record else -1
             x: np.ndarray = rt.rng.integers(0, 256, size=(1, *shape), dtype=np.uint8)
             if interval_ms:
@@ -333,7 +340,7 @@ class SplitInference(Workload):
                      "uplink_now_mbit": self._access(topo, d)[1].rate_mbit, "planned_at_ns": time.monotonic_ns(),
                      "predicted_ms": pred.latency_ms, "predicted_energy_j": pred.device_energy_j}
             self.current[d] = (hops, attrs)
-            acc = self._compression_cost(tb, d, hops) if self.p.compression != "none" else {}
+            acc = self._compression_cost(tb, d, hops) if self.p.compression != "none" and tb.is_present(d) else {}
             attrs.update(acc)
             self.plan_rows.append({"phase": label, "device": d, **attrs,
                                    **{f"pred_{k}_ms": v for k, v in pred.parts.items()}})
@@ -360,11 +367,16 @@ class SplitInference(Workload):
     def _run(self, tb: Any, n: int, start: int, record: bool = True) -> int:
         import ray
 
+        # with a frame period a device that is away still runs its chunk and skips the slots (the camera's
+        # clock goes on); back to back, it is left out of the chunk
         futs = [tb.call_async(d, "split", "run_requests", hops=hops, n=n, first_id=i * 1_000_000 + start,
                               attrs=attrs, record=record, interval_ms=self.p.interval_ms if record else 0.0)
-                for i, (d, (hops, attrs)) in enumerate(self.current.items()) if tb.is_present(d)]
+                for i, (d, (hops, attrs)) in enumerate(self.current.items())
+                if self.p.interval_ms or tb.is_present(d)]
         ray.get(futs)
-        return len(futs)
+        if not futs:
+            time.sleep(0.2)  # every device is away: give the scenario time rather than use up the plan at once
+        return len(self.current)
 
     def total_steps(self) -> int:
         return len(self.schedule) * len(self.devices)
