@@ -22,6 +22,7 @@ import json
 import platform
 import statistics
 import time
+from collections.abc import Callable
 
 MODELS = ("alexnet", "vgg16", "resnet18", "resnet50", "mobilenet_v2")
 
@@ -29,6 +30,21 @@ MODELS = ("alexnet", "vgg16", "resnet18", "resnet50", "mobilenet_v2")
 def pct(xs: list[float], q: float) -> float:
     s = sorted(xs)
     return s[min(len(s) - 1, int(q * len(s)))]
+
+
+def gpu_times(iters: int, fn: Callable[..., object], *fn_args: object) -> list[float]:
+    """``iters`` calls of ``fn(*fn_args)``, each timed on the GPU by CUDA events (ms)."""
+    import torch
+
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    out = []
+    for _ in range(iters):
+        start.record()
+        fn(*fn_args)
+        end.record()
+        end.synchronize()
+        out.append(start.elapsed_time(end))
+    return out
 
 
 def main() -> None:
@@ -52,30 +68,19 @@ def main() -> None:
             model = base.to(dev, dtype=dtype)
             x_cpu = torch.rand(1, 3, 224, 224)
             x_gpu = x_cpu.to(dev, dtype=dtype)
-            fwd, e2e = [], []
+            e2e: list[float] = []
             with torch.inference_mode():
                 for _ in range(args.warmup):
                     model(x_gpu)
                 torch.cuda.synchronize()
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                for _ in range(args.iters):
-                    start.record()
-                    model(x_gpu)
-                    end.record()
-                    end.synchronize()
-                    fwd.append(start.elapsed_time(end))
+                fwd = gpu_times(args.iters, model, x_gpu)
                 for _ in range(args.iters):
                     t0 = time.perf_counter()
                     y = model(x_cpu.to(dev, dtype=dtype, non_blocking=False)).float().cpu()
                     e2e.append((time.perf_counter() - t0) * 1e3)
                     assert y.shape == (1, 1000)
-                fwd2 = []  # the same again, after the clocks have had the whole run to settle
-                for _ in range(args.iters):
-                    start.record()
-                    model(x_gpu)
-                    end.record()
-                    end.synchronize()
-                    fwd2.append(start.elapsed_time(end))
+                # the same again, after the clocks have had the whole run to settle
+                fwd2 = gpu_times(args.iters, model, x_gpu)
                 # CUDA graph replay: the forward without Python and launch overhead (what a tuned server gets)
                 static_x = x_gpu.clone()
                 s = torch.cuda.Stream()
@@ -87,13 +92,7 @@ def main() -> None:
                 g = torch.cuda.CUDAGraph()
                 with torch.cuda.graph(g):
                     model(static_x)
-                graph = []
-                for _ in range(args.iters):
-                    start.record()
-                    g.replay()
-                    end.record()
-                    end.synchronize()
-                    graph.append(start.elapsed_time(end))
+                graph = gpu_times(args.iters, g.replay)
             for kind, xs in (("forward", fwd), ("end_to_end", e2e), ("forward_again", fwd2), ("cuda_graph", graph)):
                 rows.append({"model": arch, "precision": prec, "timing": kind, "median_ms": statistics.median(xs),
                              "p95_ms": pct(xs, 0.95), "min_ms": min(xs), "n": len(xs)})

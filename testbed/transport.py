@@ -363,18 +363,15 @@ class Endpoint:
             sock.close()
         except OSError:
             pass
-        for corr, dst in list(self._pending_dst.items()):
-            if dst == peer:
-                fut = self._pending.get(corr)
-                if fut is not None and not fut.done():
-                    fut.set_exception(ConnectionError(f"{self.node}: {peer} closed the connection"))
+        self.fail_pending(f"{peer} closed the connection", peer)
 
-    def fail_pending(self, reason: str) -> int:
-        """Fail every request still waiting for a reply (this node left the network); returns how many."""
+    def fail_pending(self, reason: str, peer: str | None = None) -> int:
+        """Fail the requests still waiting for a reply from ``peer`` (every peer: this node left the network)
+        with ``ConnectionError``; returns how many."""
         n = 0
-        for corr in list(self._pending_dst):
+        for corr, dst in list(self._pending_dst.items()):
             fut = self._pending.get(corr)
-            if fut is not None and not fut.done():
+            if (peer is None or dst == peer) and fut is not None and not fut.done():
                 try:
                     fut.set_exception(ConnectionError(f"{self.node}: {reason}"))
                     n += 1

@@ -8,9 +8,10 @@ A workload is driver-side logic (``setup`` → ``step``… → ``teardown``, the
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel
 
@@ -33,6 +34,31 @@ def require_tiers(topology: Topology, source: str, what: str, tiers: tuple[str, 
         if not topology.by_tier(Tier(t)):
             raise ConfigError(f"{what} needs at least one {t} node", file=source, path="topology.nodes",
                               fix=f"add a node with tier: {t}")
+
+
+OnFailure = Literal["fail", "record", "local"]
+
+
+@dataclass(frozen=True)
+class FailurePolicy:
+    """What a device does when the next tier does not answer (a workload's ``on_failure``): ``fail`` the run,
+    ``record`` the request as failed and go on, or finish it ``local``ly. A device that has left (churn) does
+    neither fail the run nor compute for a request it dropped."""
+
+    mode: str = "fail"
+
+    @property
+    def timeout_s(self) -> float:
+        return 120.0 if self.mode == "fail" else 30.0  # a failure that is handled need not wait two minutes
+
+    def handle(self, rt: Any, exc: Exception, t0: int, rid: int, target: str) -> str:
+        """Record the failed request and return its status: ``fallback`` (the caller computes it on the device)
+        or ``failed``. Raises ``exc`` under ``fail``."""
+        if self.mode == "fail" and not rt.away:
+            raise exc
+        rt.span("request_failed", t0, time.monotonic_ns(), request_id=rid, target=target,
+                error=f"{type(exc).__name__}: {exc}")
+        return "fallback" if self.mode == "local" and not rt.away else "failed"
 
 
 @dataclass

@@ -16,6 +16,7 @@ and loss; the experiment's ``scenario.mobility`` is translated into station posi
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -32,12 +33,11 @@ from typing import Any
 import numpy as np
 
 from testbed.config.models import LinkSpec, MobilitySpec, Tier
-from testbed.emulation.network import KernelNetwork
+from testbed.emulation.network import KernelNetwork, host_ifnames
 from testbed.errors import ConfigError, EmulationError, PrivilegeError
-from testbed.lifecycle.cleanup import VETH_PREFIX
 from testbed.lifecycle.ledger import Ledger
 from testbed.mobility import distance_at, walk
-from testbed.topology import Topology
+from testbed.topology import PathSpec, Topology
 from testbed.transport import PathModel
 
 logger = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ def translate(topo: Topology, run_id: str, wifi: bool, mobility: list[MobilitySp
         else:
             names[n] = f"h{len(hosts)}"
             hosts.append({"name": names[n], "node": n})
-    moves = {m.device: (i, m) for i, m in enumerate(mobility)}
+    moves = {m.device: m for m in mobility}
     for i, m in enumerate(mobility):
         if wifi and (stations.get(m.device) != m.ap):
             raise ConfigError(f"{m.device} is not a station of {m.ap}'s access point", file=source,
@@ -115,12 +115,11 @@ def translate(topo: Topology, run_id: str, wifi: bool, mobility: list[MobilitySp
     for s in sta_list:
         ap = aps[stations[s["node"]]]
         s["mode"], s["channel"] = ap["mode"], ap["channel"]
-        i_m = moves.get(s["node"])
+        mv = moves.get(s["node"])
         d0 = 5.0
-        if i_m is not None:
+        if mv is not None:
             # the same walk as on the kernel backend (testbed.mobility, same seed); the driver replays it as
             # positions, and mininet-wifi's propagation model turns the distance into signal, rate and loss
-            mv = i_m[1]
             rng = np.random.default_rng(seed if mv.seed is None else mv.seed)
             knots = walk(mv, rng)
             n_steps = int(math.floor(knots[-1][0] / mv.step_s)) + 1
@@ -136,7 +135,6 @@ def translate(topo: Topology, run_id: str, wifi: bool, mobility: list[MobilitySp
         propagation = {"model": "logNormalShadowing", "exp": pl.exponent, "variance": pl.shadowing_db}
     else:
         propagation = {"model": "logDistance", "exp": pl.exponent}
-    r6 = run_id[:6]
     wired, radio_out = [], []
     for lk in topo.links:
         if lk.index in radio:
@@ -146,23 +144,26 @@ def translate(topo: Topology, run_id: str, wifi: bool, mobility: list[MobilitySp
                               "ap": aps[edge]["name"], "intf": f"{names[dev]}-wlan0", "addr_station": dev_addr,
                               "addr_edge": edge_addr, "prefixlen": lk.prefixlen})
             continue
+        ha, hb = host_ifnames(run_id, lk.index)
         wired.append({"index": lk.index, "a": names[lk.a], "b": names[lk.b], "node_a": lk.a, "node_b": lk.b,
-                      "intf_a": f"{VETH_PREFIX}{r6}{lk.index:x}a", "intf_b": f"{VETH_PREFIX}{r6}{lk.index:x}b",
-                      "final": f"l{lk.index}", "addrs_a": [lk.a_address], "addrs_b": [lk.b_address],
-                      "prefixlen": lk.prefixlen})
+                      "intf_a": ha, "intf_b": hb, "final": f"l{lk.index}", "addrs_a": [lk.a_address],
+                      "addrs_b": [lk.b_address], "prefixlen": lk.prefixlen})
     for i, (edge, ap) in enumerate(aps.items()):
         edge_addrs = [r["addr_edge"] for r in radio_out if r["edge"] == edge]
         plens = {r["prefixlen"] for r in radio_out if r["edge"] == edge}
+        ha, hb = host_ifnames(run_id, f"w{i}")
         wired.append({"index": None, "a": ap["name"], "b": names[edge], "node_a": None, "node_b": edge,
-                      "intf_a": f"{VETH_PREFIX}{r6}w{i}a", "intf_b": f"{VETH_PREFIX}{r6}w{i}b", "final": f"w{i}",
-                      "addrs_a": [], "addrs_b": edge_addrs, "prefixlen": plens.pop()})
+                      "intf_a": ha, "intf_b": hb, "final": f"w{i}", "addrs_a": [], "addrs_b": edge_addrs,
+                      "prefixlen": plens.pop()})
     return {"mode": "wifi" if wifi else "wired", "run_id": run_id, "names": names, "hosts": hosts,
             "stations": sta_list, "access_points": list(aps.values()), "wired": wired, "radio": radio_out,
             "propagation": propagation, "tracks": tracks}
 
 
+@functools.cache
 def find_mininet(wifi: bool) -> tuple[str | None, str]:
-    """The Python that imports Mininet (``mn_wifi`` for Wi-Fi), or None with the reason."""
+    """The Python that imports Mininet (``mn_wifi`` for Wi-Fi), or None with the reason (probed once per
+    process: it starts a Python per candidate, and a run asks in the runner, the testbed and the backend)."""
     module = "mn_wifi.net" if wifi else "mininet.net"
     if shutil.which("mnexec") is None:
         return None, "mnexec not found (Mininet is not installed)"
@@ -311,12 +312,8 @@ class MininetNetwork(KernelNetwork):
 
     def path_model(self, src: str, dst: str) -> PathModel:
         """Radio hops' delay and loss come from mininet-wifi's model; the transport adds the wired hops'."""
-        hops = [h for h in self.topology.path(src, dst).hops if h.link.index not in self.radio]
-        keep = 1.0
-        for h in hops:
-            keep *= 1.0 - h.spec.loss_pct / 100.0
-        return PathModel(sum(h.spec.delay_ms for h in hops), float(sum(h.spec.jitter_ms ** 2 for h in hops) ** 0.5),
-                         100.0 * (1.0 - keep))
+        wired = PathSpec(tuple(h for h in self.topology.path(src, dst).hops if h.link.index not in self.radio))
+        return PathModel(wired.delay_ms, wired.jitter_ms, wired.loss_pct)
 
     def _radio_refuse(self, index: int) -> None:
         if index in self.radio:

@@ -25,6 +25,13 @@ from testbed.transport import PathModel
 logger = logging.getLogger(__name__)
 
 
+def host_ifnames(run_id: str, tag: int | str) -> tuple[str, str]:
+    """Names a link's two ends carry in the host namespace before they move into the nodes' namespaces:
+    unique across runs, with our prefix (so a leaked one is found), at most 15 characters."""
+    t = f"{tag:x}" if isinstance(tag, int) else tag
+    return f"{VETH_PREFIX}{run_id[:6]}{t}a", f"{VETH_PREFIX}{run_id[:6]}{t}b"
+
+
 @dataclass(frozen=True)
 class Binding:
     """Where a node's endpoint lives: namespace (None = current) and address."""
@@ -172,7 +179,7 @@ class KernelNetwork(NetworkBackend):
             create_netns(self.ns(name))
             add_node_address(self.ns(name), node.address)
         for link in topo.links:
-            ha, hb = self.host_ifnames(link.index)
+            ha, hb = host_ifnames(self.run_id, link.index)
             self.ledger.record("veth", ha)
             create_veth(ha, hb, self.ns(link.a), self.ns(link.b), self._ifname(link.index),
                         self._ifname(link.index), link.a_address, link.b_address, link.prefixlen)
@@ -181,9 +188,6 @@ class KernelNetwork(NetworkBackend):
         self._routes()
         self.built = True
 
-    def host_ifnames(self, index: int) -> tuple[str, str]:
-        """Names a link's two ends carry in the host namespace before they move (unique across runs)."""
-        return f"{VETH_PREFIX}{self.run_id[:6]}{index:x}a", f"{VETH_PREFIX}{self.run_id[:6]}{index:x}b"
 
     def _blackhole(self) -> None:
         bh = "198.18.0.0/15"

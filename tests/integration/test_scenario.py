@@ -181,11 +181,8 @@ scenario:
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, name
 
 
-@pytest.mark.skipif(not is_root(), reason="needs root (kernel links: a device's links go down while it is away)")
-def test_device_churn_during_inference(tmp_path: Path, ray_local: None) -> None:
-    """A device leaves for 1.5 s and joins again: it sends nothing while away, its links are down, the other
-    device is not disturbed, and both events are spans."""
-    (tmp_path / "topo.yaml").write_text("""
+# two Pi 4s on Wi-Fi 5 to one edge: the churn tests' topology
+TWO_DEVICES = """
 name: two_devices
 nodes:
   - {name: d1, tier: device, hardware_class: rpi4b}
@@ -194,7 +191,14 @@ nodes:
 links:
   - {ends: [d1, edge], link_class: wifi_ac}
   - {ends: [d2, edge], link_class: wifi_ac}
-""")
+"""
+
+
+@pytest.mark.skipif(not is_root(), reason="needs root (kernel links: a device's links go down while it is away)")
+def test_device_churn_during_inference(tmp_path: Path, ray_local: None) -> None:
+    """A device leaves for 1.5 s and joins again: it sends nothing while away, its links are down, the other
+    device is not disturbed, and both events are spans."""
+    (tmp_path / "topo.yaml").write_text(TWO_DEVICES)
     (tmp_path / "exp.yaml").write_text("""
 name: churn
 topology: topo.yaml
@@ -247,16 +251,7 @@ scenario:
 @pytest.mark.skipif(not is_root(), reason="needs root (kernel links: a device's links go down while it is away)")
 def test_back_to_back_device_that_never_returns_does_not_hold_the_run(tmp_path: Path, ray_local: None) -> None:
     """No frame period, and d2 leaves for good: d1 sends all its requests, d2 stops, and the run ends."""
-    (tmp_path / "topo.yaml").write_text("""
-name: two_devices
-nodes:
-  - {name: d1, tier: device, hardware_class: rpi4b}
-  - {name: d2, tier: device, hardware_class: rpi4b}
-  - {name: edge, tier: edge, hardware_class: edge_server}
-links:
-  - {ends: [d1, edge], link_class: wifi_ac}
-  - {ends: [d2, edge], link_class: wifi_ac}
-""")
+    (tmp_path / "topo.yaml").write_text(TWO_DEVICES)
     (tmp_path / "exp.yaml").write_text("""
 name: gone
 topology: topo.yaml

@@ -19,7 +19,7 @@ from testbed.config.models import Tier
 from testbed.errors import ConfigError
 from testbed.topology import Topology
 from testbed.transport import Message
-from testbed.workload import MODELS, ROLES, WORKLOADS, StepResult, Workload
+from testbed.workload import MODELS, ROLES, WORKLOADS, FailurePolicy, OnFailure, StepResult, Workload
 
 
 class InferenceParams(BaseModel):
@@ -37,7 +37,7 @@ class InferenceParams(BaseModel):
     weights_path: str | None = None
     # when the target cannot answer (crashed, unreachable): stop the run, record the request as failed and
     # go on, or run it on the device itself and go on
-    on_failure: Literal["fail", "record", "local"] = "fail"
+    on_failure: OnFailure = "fail"
 
     @field_validator("model")
     @classmethod
@@ -53,8 +53,7 @@ class InferenceRole:
         self.model = params["model"]
         self.shape = tuple(params["input_shape"])
         self.dtype = params["input_dtype"]
-        self.on_failure = params.get("on_failure", "fail")
-        self.timeout_s = 30.0 if self.on_failure != "fail" else 120.0
+        self.policy = FailurePolicy(params.get("on_failure", "fail"))
 
     def on_message(self, rt: Any, msg: Message) -> tuple[str, np.ndarray, dict[str, Any]]:
         assert msg.array is not None
@@ -83,16 +82,11 @@ class InferenceRole:
                 rt.compute(self.model, x, rid)
             else:
                 try:
-                    rt.request(target, "infer", x, {"role": "inference"}, rid, timeout=self.timeout_s)
+                    rt.request(target, "infer", x, {"role": "inference"}, rid, timeout=self.policy.timeout_s)
                 except Exception as e:  # the target crashed or is unreachable, or this device left
-                    if self.on_failure == "fail" and not rt.away:
-                        raise
-                    rt.span("request_failed", t0, time.monotonic_ns(), request_id=rid, target=target,
-                            error=f"{type(e).__name__}: {e}")
-                    status = "failed"
-                    if self.on_failure == "local" and not rt.away:
+                    status = self.policy.handle(rt, e, t0, rid, target)
+                    if status == "fallback":
                         rt.compute(self.model, x, rid)
-                        status = "fallback"
             t1 = time.monotonic_ns()
             if record:
                 rt.span("request", t0, t1, request_id=rid, nbytes=int(x.nbytes), target=target,
@@ -153,7 +147,6 @@ class InferenceWorkload(Workload):
         for n, m in self.node_models(tb.topology).items():
             if m:
                 tb.load_model(n, m, m, self.p.weights_path)
-        self.plan = [(t, start) for t in self.p.tiers for start in range(0, self.n_requests(), self.p.chunk)]
         self.devices = tb.topology.by_tier(Tier.DEVICE)
         self.phase_i = 0
         self.stopped: set[str] = set()  # devices that crashed in the current phase
@@ -170,7 +163,8 @@ class InferenceWorkload(Workload):
     def total_steps(self) -> int:
         if self.duration_s:
             return int(self.duration_s * 10)  # progress in tenths of a second
-        return len(self.plan) * len(self.devices)  # device-chunks
+        chunks = -(-self.n_requests() // self.p.chunk)  # per device and tier
+        return len(self.p.tiers) * chunks * len(self.devices)  # device-chunks
 
     def step(self, tb: Any) -> StepResult:
         """Each device runs its own chunks, one after another: a device never waits for a slower one (a chunk is
@@ -184,14 +178,15 @@ class InferenceWorkload(Workload):
             tb.set_phase(tier.value)
             self.phase_start = time.monotonic()
             self.cursor = {d: 0 for d in targets}
-            self.inflight: dict[Any, tuple[str, int]] = {}
+            self.inflight: dict[Any, str] = {}  # a chunk in flight -> its device
             self.stopped = set()
         per_phase = self.duration_s / len(self.p.tiers) if self.duration_s else None
         # back to back (no frame period), a device that is away is not sent work until it is back; with a
         # frame period its chunks go on and skip their slots, so the run keeps the camera's clock
         waiting = {d for d in targets if not self.p.interval_ms and not tb.is_present(d)}
+        busy = set(self.inflight.values())
         for i, (d, tgt) in enumerate(targets.items()):
-            if d in (v[0] for v in self.inflight.values()) or d in self.stopped or d in waiting:
+            if d in busy or d in self.stopped or d in waiting:
                 continue
             if per_phase is not None:
                 if time.monotonic() - self.phase_start >= per_phase:
@@ -203,14 +198,14 @@ class InferenceWorkload(Workload):
                     continue
             fut = tb.call_async(d, "inference", "run_requests", target=tgt, target_tier=tier.value, n=n,
                                 first_id=i * 1_000_000 + self.cursor[d], interval_ms=self.p.interval_ms)
-            self.inflight[fut] = (d, n)
+            self.inflight[fut] = d
             self.cursor[d] += n
         progress = 0
         if self.inflight:
             # a short wait when some device is away, so that its return is noticed
             ready, _ = ray.wait(list(self.inflight), num_returns=1, timeout=0.2 if waiting else None)
             for f in ready:
-                d, _n = self.inflight.pop(f)
+                d = self.inflight.pop(f)
                 try:
                     ray.get(f)
                 except Exception:

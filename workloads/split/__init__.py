@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, f
 from testbed.config.models import LinkSpec, Tier
 from testbed.topology import Topology
 from testbed.transport import Message
-from testbed.workload import MODELS, ROLES, WORKLOADS, StepResult, Workload, require_tiers
+from testbed.workload import MODELS, ROLES, WORKLOADS, FailurePolicy, OnFailure, StepResult, Workload, require_tiers
 from workloads.split.planner import PLANNERS, PathState, SplitProfile, predict
 from workloads.split.regression import LayerRegression
 
@@ -77,7 +77,7 @@ class SplitParams(BaseModel):
     latency_target_ms: PositiveFloat | None = None  # report the share of requests within it (a finding)
     # when the next tier cannot be reached (it crashed, or the link is gone): stop the run, record the request
     # as failed and go on, or finish the model on the device itself
-    on_failure: Literal["fail", "record", "local"] = "fail"
+    on_failure: OnFailure = "fail"
     interval_ms: float = Field(0.0, ge=0)  # a camera's frame period (0: back to back)
 
     @field_validator("planners", mode="before")
@@ -118,9 +118,7 @@ class SplitRole:
         self.key = params["key"]
         self.shape = tuple(params["input_shape"])
         self.compression = params["compression"]
-        self.on_failure = params.get("on_failure", "fail")
-        # a failure is handled, not fatal: do not wait two minutes to find out
-        self.timeout_s = 30.0 if self.on_failure != "fail" else 120.0
+        self.policy = FailurePolicy(params.get("on_failure", "fail"))
 
     def _forward(self, rt: Any, x: np.ndarray, hops: list[list[Any]], rid: int,
                  compression: str | None = None, key: str | None = None) -> np.ndarray:
@@ -129,7 +127,7 @@ class SplitRole:
         mode = compression or self.compression
         payload, codec = encode(x, mode)
         meta = dict(codec, role="split", start=start, end=end, hops=hops[1:], compression=mode, key=key or self.key)
-        reply = rt.request(node, "split", payload, meta, rid, timeout=self.timeout_s)
+        reply = rt.request(node, "split", payload, meta, rid, timeout=self.policy.timeout_s)
         assert reply.array is not None
         out: np.ndarray = reply.array
         return out
@@ -187,14 +185,9 @@ class SplitRole:
                 try:
                     x = self._forward(rt, x, hops[1:], rid, key=key)
                 except Exception as e:  # the next tier crashed or cannot be reached, or this device left
-                    if self.on_failure == "fail" and not rt.away:
-                        raise
-                    rt.span("request_failed", t0, time.monotonic_ns(), request_id=rid, target=hops[1][0],
-                            error=f"{type(e).__name__}: {e}")
-                    status = "failed"
-                    if self.on_failure == "local" and not rt.away:
+                    status = self.policy.handle(rt, e, t0, rid, hops[1][0])
+                    if status == "fallback":
                         x = rt.compute(key, x, rid, c1, None)  # the rest of the model, here
-                        status = "fallback"
             t1 = time.monotonic_ns()
             if record:
                 rt.span("request", t0, t1, request_id=rid, target=hops[-1][0], status=status, **attrs)
