@@ -3,6 +3,13 @@
 It joins its cgroup first thing (before torch allocates, so memory is charged to the node),
 runs one intra-op thread (host-facts: more threads than the quota's cores waste it spinning) and,
 under the dilation backend, stretches each call to the class's time by sleeping the remainder.
+
+Times are emulated (``testbed.clock``): the run's time dilation ``k`` is configured first thing, and a call that
+lasts ``T`` on the emulated class lasts ``T * k`` on the host. Under ``dilation`` a whole-model call is paced to the
+class's figure itself (``target_ms``), a call on blocks of a chain to the figure times the blocks' share of the
+chain's CPU time (profiled when the chain is loaded), and any other call (a model's own entry point, a model other
+than the node's) to its thread-CPU time times the plan's ``slowdown``. The real model runs in every case; the
+emulated time is late (``late_ms`` > 0) only when the host did not finish within the stretched time.
 """
 
 from __future__ import annotations
@@ -17,7 +24,11 @@ import ray
 
 @ray.remote(num_cpus=0)
 class ComputeActor:
-    def __init__(self, plans: dict[str, dict[str, Any]], cgroup: dict[str, Any] | None, seed: int) -> None:
+    def __init__(self, plans: dict[str, dict[str, Any]], cgroup: dict[str, Any] | None, seed: int,
+                 time_dilation: float = 1.0) -> None:
+        from testbed import clock
+
+        clock.configure(time_dilation)
         if cgroup is not None:
             from testbed.emulation.cgroups import CgroupLeaf
 
@@ -30,6 +41,9 @@ class ComputeActor:
         self.plans = plans  # node -> ComputePlan dict
         self.models: dict[str, Any] = {}
         self.chains: dict[str, Any] = {}
+        self.chain_model: dict[str, str] = {}  # chain key -> model name
+        self.model_of: dict[str, str] = {}  # model key -> model name
+        self.shares: dict[str, list[float]] = {}  # chain key -> each block's share of the chain's CPU time
         self.cgroup = cgroup
 
     def pid(self) -> tuple[int, float]:
@@ -43,6 +57,7 @@ class ComputeActor:
         if key not in self.models:
             md = MODELS.get(model_name)
             self.models[key] = md.build(md.num_classes, seed, weights_path)
+            self.model_of[key] = model_name
         return key
 
     def unload(self, key: str) -> bool:
@@ -74,6 +89,10 @@ class ComputeActor:
         if key not in self.chains:
             self.load(key, model_name, seed, weights_path)
             self.chains[key] = partition(self.models[key], torch.zeros(1, *md.input_shape), model_name)
+            self.chain_model[key] = model_name
+            cpu = self.profile_blocks(key, 3)["cpu_ms"] if any(
+                p["backend"] == "dilation" for p in self.plans.values()) else [1.0] * len(self.chains[key].blocks)
+            self.shares[key] = [c / sum(cpu) for c in cpu] if sum(cpu) > 0 else [1.0 / len(cpu)] * len(cpu)
         return [dataclasses.asdict(i) for i in self.chains[key].info]
 
     def block_state(self, key: str, start: int, end: int) -> tuple[np.ndarray, list[list[Any]]]:
@@ -115,11 +134,11 @@ class ComputeActor:
             for it in range(iters + 1):
                 x = torch.rand(1, *chain.input_shape[1:])
                 for i, b in enumerate(chain.blocks):
-                    c0, w0 = time.thread_time_ns(), time.perf_counter_ns()
+                    c0, w0 = time.thread_time_ns(), time.perf_counter_ns()  # wall: host time of each block
                     x = b(x)
                     if it:  # the first pass warms up
                         cpu[i].append((time.thread_time_ns() - c0) / 1e6)
-                        wall[i].append((time.perf_counter_ns() - w0) / 1e6)
+                        wall[i].append((time.perf_counter_ns() - w0) / 1e6)  # wall: host time
         return {"cpu_ms": [statistics.median(c) for c in cpu], "wall_ms": [statistics.median(w) for w in wall]}
 
     def forward(self, node: str, key: str, x: np.ndarray, sent_ns: int, start_block: int = 0,
@@ -132,7 +151,9 @@ class ComputeActor:
         """
         import torch
 
-        start = time.monotonic_ns()
+        from testbed import clock
+
+        start = clock.now_ns()
         overhead_ms = (start - sent_ns) / 1e6
         c0 = time.thread_time_ns()
         with torch.inference_mode():
@@ -146,18 +167,35 @@ class ComputeActor:
             else:
                 out = self.models[key](t).numpy()
         cpu = time.thread_time_ns() - c0
-        wall = time.monotonic_ns() - start
+        wall = clock.now_ns() - start  # emulated ns the host took
         plan = self.plans[node]
-        class_ns = cpu * plan["slowdown"] if plan["backend"] == "dilation" else wall
-        if plan["backend"] == "dilation" and class_ns > wall:
+        late = 0.0
+        class_ns: float
+        if plan["backend"] == "dilation":
+            class_ns = self._class_ns(plan, key, cpu, start_block, end_block, method)
             deadline = start + class_ns
-            while (rem := deadline - time.monotonic_ns()) > 0:
-                time.sleep(rem / 1e9 if rem > 200_000 else 0)
-        end = time.monotonic_ns()
+            while (rem := deadline - clock.now_ns()) > 0:
+                w = clock.wall_ns(rem)
+                time.sleep(w / 1e9 if w > 200_000 else 0)  # wall: the remainder, converted; spins its last 0.2 ms
+            late = max(0.0, wall - class_ns)
+        end = clock.now_ns()
         if plan["backend"] != "dilation":
             class_ns = end - start
         return out, {"start_ns": start, "end_ns": end, "cpu_ns": cpu, "wall_ns": wall, "class_ns": int(class_ns),
-                     "call_overhead_ms": overhead_ms}
+                     "call_overhead_ms": overhead_ms, "late_ms": late / 1e6}
+
+    def _class_ns(self, plan: dict[str, Any], key: str, cpu_ns: int, start_block: int, end_block: int | None,
+                  method: str | None) -> float:
+        """Emulated ns this call takes on the node's class (see the module docstring)."""
+        target = plan.get("target_ms")
+        model = plan.get("model")
+        if method is None and target is not None and not plan.get("host_speed"):
+            if key in self.chains and self.chain_model.get(key) == model:
+                shares = self.shares[key]
+                return float(target * 1e6 * sum(shares[start_block:end_block]))
+            if key not in self.chains and self.model_of.get(key) == model:
+                return float(target * 1e6)
+        return float(cpu_ns * plan["slowdown"])
 
     def bench(self, model_name: str, iters: int) -> tuple[list[float], list[float]]:
         """Wall and thread-CPU latencies (ms) of ``model_name`` here, under this process's caps."""

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 import zlib
 from typing import Any
 
 import numpy as np
 import ray
 
+from testbed import clock
+
 
 @ray.remote(num_cpus=0, max_concurrency=64)  # type: ignore[call-overload]
 class NodeActor:
     def __init__(self, run_id: str, nodes: list[dict[str, Any]], compute: Any, seed: int,
-                 sample_interval_s: float = 0.5) -> None:
+                 sample_interval_s: float = 0.5, time_dilation: float = 1.0) -> None:
+        from testbed import clock
+
+        clock.configure(time_dilation)  # before any endpoint or role reads the clock
         from testbed.metrics import Buffer
         from testbed.node import NodeRuntime
 
@@ -30,7 +34,7 @@ class NodeActor:
             def call(key: str, x: np.ndarray, start: int = 0, end: int | None = None, method: str | None = None,
                      kwargs: dict[str, Any] | None = None, _node: str = name) -> tuple[np.ndarray, dict[str, Any]]:
                 out: tuple[np.ndarray, dict[str, Any]] = ray.get(self.compute_actor.forward.remote(
-                    _node, key, x, time.monotonic_ns(), start, end, method, kwargs))
+                    _node, key, x, clock.now_ns(), start, end, method, kwargs))
                 return out
 
             # each node its own stream, whichever actor hosts it: seed + a stable hash of the name
@@ -40,7 +44,7 @@ class NodeActor:
         self._stop = threading.Event()
         self._compute_pid: int | None = None
         self._cgroup: Any = None
-        self._interval = sample_interval_s
+        self._interval = sample_interval_s  # emulated seconds
         self._sampler = threading.Thread(target=self._sample_loop, daemon=True, name="tb-sampler")
 
     def start(self, compute_pid: int | None, cgroup: dict[str, Any] | None) -> dict[str, int]:
@@ -120,8 +124,8 @@ class NodeActor:
         for p in procs.values():
             p.cpu_percent(None)
         label = ",".join(self.runtimes)
-        while not self._stop.wait(self._interval):
-            now = time.monotonic_ns()
+        while not self._stop.wait(clock.wall(self._interval)):
+            now = clock.now_ns()
             for role, p in procs.items():
                 try:
                     rec = {"run_id": self.run_id, "node": label, "process": role, "t_ns": now,

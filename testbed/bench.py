@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from testbed import clock
 from testbed.config.loader import load_catalog
 from testbed.config.models import LinkSpec, Tier
 from testbed.emulation.netns import in_netns
@@ -113,10 +114,10 @@ def endpoints(backend: str, spec: LinkSpec, shape: bool = True) -> Iterator[tupl
 
 
 def _wait_inbox(b: Endpoint, n: int, timeout: float) -> list[Message]:
-    end = time.monotonic() + timeout
+    end = clock.now() + timeout
     inbox: list[Message] = b.inbox  # type: ignore[attr-defined]
-    while len(inbox) < n and time.monotonic() < end:
-        time.sleep(0.005)
+    while len(inbox) < n and clock.now() < end:
+        time.sleep(0.005)  # wall: poll
     return list(inbox)
 
 
@@ -127,7 +128,7 @@ def goodput_mbit(a: Endpoint, b: Endpoint, total_bytes: int, msg_bytes: int = 1 
     a.send("b", "warm", buf[:1000])
     _wait_inbox(b, 1, 10)
     b.inbox.clear()  # type: ignore[attr-defined]
-    t0 = time.monotonic_ns()
+    t0 = clock.now_ns()
     for _ in range(n):
         a.send("b", "bulk", buf)
     got = _wait_inbox(b, n, 600)
@@ -150,7 +151,7 @@ def bench_links(backends: list[str], rates: tuple[float, ...] = (10, 100, 1000),
                 one_way = []
                 for i in range(40):
                     a.send("b", "ping", np.zeros(1024, dtype=np.uint8), {"i": i})
-                    time.sleep(0.003)
+                    clock.sleep(0.003)
                 got = _wait_inbox(b, 40, 30)
                 one_way = [(m.release_ns - m.send_ns) / 1e6 for m in got]
             med = statistics.median(one_way)
@@ -194,13 +195,13 @@ def raw_goodput_mbit(net: NetworkBackend, total: int, chunk: int = 1 << 20) -> f
     t = threading.Thread(target=rx)
     t.start()
     data = bytes(chunk)
-    t0 = time.monotonic_ns()
+    t0 = time.monotonic_ns()  # wall: a raw socket pair, not shaped
     sent = 0
     while sent < total:
         cli.sendall(data)
         sent += chunk
     done.wait(600)
-    dt = (time.monotonic_ns() - t0) / 1e9
+    dt = (time.monotonic_ns() - t0) / 1e9  # wall: a raw socket pair
     t.join()
     cli.close()
     conn.close()
@@ -221,10 +222,10 @@ def raw_rtt_ms(net: NetworkBackend, n: int = 300) -> float:
     rtts = []
     msg = bytes(64)
     for _ in range(n):
-        t0 = time.perf_counter_ns()
+        t0 = time.perf_counter_ns()  # wall: a raw socket pair
         cli.sendall(msg)
         cli.recv(64)
-        rtts.append((time.perf_counter_ns() - t0) / 1e6)
+        rtts.append((time.perf_counter_ns() - t0) / 1e6)  # wall: a raw socket pair
     t.join()
     cli.close()
     conn.close()
@@ -248,9 +249,9 @@ def bench_transport(backend: str, total_mb: int = 400) -> list[Row]:
         raw_rtt = raw_rtt_ms(net)
         rtts = []
         for _ in range(300):
-            t0 = time.perf_counter_ns()
+            t0 = time.perf_counter_ns()  # wall: host round trip through our transport (k = 1)
             a.request("b", "ping", np.zeros(64, dtype=np.uint8))
-            rtts.append((time.perf_counter_ns() - t0) / 1e6)
+            rtts.append((time.perf_counter_ns() - t0) / 1e6)  # wall: host round trip through our transport (k = 1)
         ours_rtt = statistics.median(rtts)
         per_hop = (ours_rtt - raw_rtt) / 2
         rows.append(Row("transport", f"{backend}: per-hop overhead (RTT ours {ours_rtt:.3f} - raw {raw_rtt:.3f} ms)/2",
@@ -298,11 +299,11 @@ def bench_demo(path: str = "experiments/demo.yaml") -> list[Row]:
     from testbed.runner import run_experiment
 
     exp = load_experiment(path)
-    t0 = time.monotonic()
+    t0 = time.monotonic()  # wall: the demo's wall time
     with tempfile.TemporaryDirectory() as d:
         out = run_experiment(exp, d)
         status = out.status
-    dt = time.monotonic() - t0
+    dt = time.monotonic() - t0  # wall: the demo's wall time
     return [Row("demo", f"demo wall time ({status})", dt, 120.0, "s", max(0.0, dt - 120.0), 0.0, "s over 120")]
 
 
@@ -323,20 +324,20 @@ def bench_trace(backends: list[str], steps: tuple[tuple[float, float], ...] = ((
                     a.send("b", "bulk", buf)
 
             th = threading.Thread(target=pump, daemon=True)
-            t0 = time.monotonic_ns()
+            t0 = clock.now_ns()
             th.start()
             changes = []
             for t, rate in steps:
-                wait = t0 / 1e9 + t - time.monotonic()
+                wait = t0 / 1e9 + t - clock.now()
                 if wait > 0:
-                    time.sleep(wait)
+                    clock.sleep(wait)
                 spec = link(rate)
                 lk = net.topology.links[0]
                 net.topology = dataclasses.replace(net.topology, links=(dataclasses.replace(lk, up=spec, down=spec),))
                 net.set_link(0, spec, spec)
                 a.update_path("b", net.path_model("b", "a"), net.tx_rate("a", "b"))
-                changes.append(time.monotonic_ns())
-            time.sleep(max(0.0, t0 / 1e9 + steps[-1][0] + step_s - time.monotonic()))
+                changes.append(clock.now_ns())
+            clock.sleep(t0 / 1e9 + steps[-1][0] + step_s - clock.now())
             stop.set()
             th.join(30)
             got = list(inbox)

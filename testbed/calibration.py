@@ -124,25 +124,40 @@ def host_latency_ms(store: CalibrationStore, model_name: str) -> float:
     return store.host_ms[model_name]
 
 
+# Below this share of a core a CFS quota is no longer faithful: the 1 ms minimum quota, the 5 ms bandwidth slice
+# and the 1 ms carry-over are fixed in wall time (reference/time-dilation.md §3.4; host-facts: >= 25 % holds to
+# +-3 %, 10 % gives 0.07-0.09x). Such nodes use the dilation backend, whatever the run asked for, and keep their
+# cgroup for the memory cap.
+CGROUP_MIN_CORES = 0.2
+
+
 @dataclass(frozen=True)
 class ComputePlan:
-    """How one node's compute is capped."""
+    """How one node's compute is capped. Times are emulated unless named wall."""
 
     node: str
     hardware_class: str
     model: str | None
-    backend: str  # cgroup | dilation | none
-    slowdown: float  # class time / host one-thread time (1.0 = host speed)
+    backend: str  # cgroup | dilation | none (this node's; may differ from the run's, see backend_reason)
+    slowdown: float  # class time / host one-thread CPU time (1.0 = host speed), emulated ms per host CPU ms
     target_ms: float | None  # the published (or derived) class latency for the model
     cpu_cores: float | None  # cgroup quota in cores (None: unlimited)
     period_us: int
     memory_bytes: int | None
     threads: int
-    host_speed: bool  # True: the class is faster than the host, or has no figure; runs at host speed
+    host_speed: bool  # True: the class is faster than the host at this k, or has no figure; runs at host speed
     basis: str  # how the numbers were obtained
+    time_dilation: float = 1.0
+    wall_target_ms: float | None = None  # target_ms x k: how long one call lasts on the host
+    backend_reason: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def fit_key(hc_name: str, model: str, k: float) -> str:
+    """Cache key of a fitted cap: a cgroup quota depends on k (the wall time it must stretch a call to)."""
+    return f"{hc_name}/{model}" if k == 1.0 else f"{hc_name}/{model}@k{k:g}"
 
 
 def class_target_ms(store: CalibrationStore, hc: HardwareClass, model: str) -> tuple[float | None, str]:
@@ -159,23 +174,40 @@ def class_target_ms(store: CalibrationStore, hc: HardwareClass, model: str) -> t
     return t, f"derived {t:.1f} ms: host latency x {g:.2f}, the class's mean ratio on {', '.join(m for m, _ in cheap)}"
 
 
-def plan_compute(node: str, hc: HardwareClass, model: str | None, backend: str, store: CalibrationStore) -> ComputePlan:
-    """Decide the caps of one node running ``model``."""
+def plan_compute(node: str, hc: HardwareClass, model: str | None, backend: str, store: CalibrationStore,
+                 k: float = 1.0) -> ComputePlan:
+    """Decide the caps of one node running ``model`` at time dilation ``k``.
+
+    The class's time ``target_ms`` lasts ``target_ms * k`` on the host. Under ``dilation`` a call is stretched to
+    it by sleeping the remainder; under ``cgroup`` a CFS quota of ``host / (target * k)`` cores slows the call to
+    it, unless that quota is below ``CGROUP_MIN_CORES``, where the node uses ``dilation`` instead.
+    """
     mem = hc.memory_mib * 2**20 if backend == "cgroup" else None
     if model is None or backend == "none":
-        return ComputePlan(node, hc.name, model, backend, 1.0, None, None, 100_000, mem, 1, True, "no model or no caps")
+        return ComputePlan(node, hc.name, model, backend, 1.0, None, None, 100_000, mem, 1, True, "no model or no caps",
+                           k)
     target, basis = class_target_ms(store, hc, model)
     host = host_latency_ms(store, model)
-    if target is None or target <= host:
-        why = basis if target is None else f"{basis}; faster than this host ({host:.1f} ms): runs at host speed"
-        return ComputePlan(node, hc.name, model, backend, 1.0, target, None, 100_000, mem, 1, True, why)
-    key = f"{hc.name}/{model}"
-    slowdown = store.dilation_slowdown.get(key, target / host) if backend == "dilation" else target / host
+    if target is None or target * k <= host:
+        why = basis if target is None else (f"{basis}; faster than this host ({host:.1f} ms) at time dilation {k:g}: "
+                                             "runs at host speed")
+        return ComputePlan(node, hc.name, model, backend, 1.0, target, None, 100_000, mem, 1, True, why, k,
+                           None if target is None else target * k)
+    reason = ""
+    if backend == "cgroup" and host / (target * k) < CGROUP_MIN_CORES:
+        reason = (f"a quota of {host / (target * k):.3f} cores is below the {CGROUP_MIN_CORES} a CFS quota holds "
+                  f"faithfully: dilation backend")
+        backend = "dilation"
+    key = fit_key(hc.name, model, k)
+    slowdown = store.dilation_slowdown.get(f"{hc.name}/{model}", target / host) if backend == "dilation" \
+        else target / host
     # ~20 CFS periods per inference: a shorter period makes latency less lumpy (about +-1 period), and
     # the fit below absorbs the throughput the kernel loses to short periods (host-facts §4).
-    period = int(min(20_000, max(2_000, target * 1000 / 20)))
-    cores = store.cgroup_cores.get(key, 1.0 / slowdown) if backend == "cgroup" else None
-    fitted_store = store.cgroup_cores if backend == "cgroup" else store.dilation_slowdown
-    fitted = " (fitted on this host)" if key in fitted_store else " (analytic, not yet fitted)"
+    period = int(min(20_000, max(2_000, target * k * 1000 / 20)))
+    cores = store.cgroup_cores.get(key, host / (target * k)) if backend == "cgroup" else None
+    if backend == "cgroup":
+        fitted = " (fitted on this host)" if key in store.cgroup_cores else " (analytic, not yet fitted)"
+    else:
+        fitted = "; whole-model calls paced to the class's time"
     return ComputePlan(node, hc.name, model, backend, slowdown, target, cores, period, mem, 1, False,
-                       f"{basis}; host {host:.1f} ms; slowdown {slowdown:.2f}{fitted}")
+                       f"{basis}; host {host:.1f} ms; slowdown {slowdown:.2f}{fitted}", k, target * k, reason)

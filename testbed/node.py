@@ -8,12 +8,12 @@ spans. Roles are plain classes registered in ``testbed.workload.ROLES``.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from testbed import clock
 from testbed.config.models import HardwareClass, Tier
 from testbed.metrics import Buffer, make_span
 from testbed.transport import Endpoint, Message
@@ -93,6 +93,6 @@ class NodeRuntime:
                 role = next(iter(self.roles.values()))
             else:
                 raise RuntimeError(f"{self.name}: no role for message {msg.kind!r}")
-        handled_at = time.monotonic_ns()
+        handled_at = clock.now_ns()
         self.span("queue", msg.release_ns, handled_at, request_id=rid, phase=phase)
         return role.on_message(self, msg)

@@ -21,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 
+from testbed import clock
 from testbed.config.loader import REPO_ROOT, Experiment
 from testbed.doctor import choose_backends
 from testbed.errors import ConfigError
@@ -198,14 +199,22 @@ def run_experiment(exp: Experiment, out_root: str | Path = "results", address: s
     write_json(path / "topology.resolved.json", topology_dict(exp))
     spans_w, res_w = ChunkWriter(path / "spans", SPAN_COLUMNS), ChunkWriter(path / "resources")
     summary = pd.DataFrame()
-    t_start = time.monotonic()
+    t_start = time.monotonic()  # wall: run duration
     tb: Testbed | None = None
     try:
         with _signals_raise():
             tb = Testbed(exp.topology, run_id, spec.seed, links, compute, workload.node_models(exp.topology), address,
-                         spec.scenario.mobility if spec.scenario is not None else None)
+                         spec.scenario.mobility if spec.scenario is not None else None,
+                         time_dilation=spec.time_dilation, max_time_dilation=spec.max_time_dilation,
+                         approximate_classes=spec.approximate_classes, source=exp.source)
             with tb:
                 _install_handlers()  # ray.init installs its own SIGTERM handler (sys.exit); ours must win
+                assert tb.dilation is not None
+                manifest["time"] = {"time_dilation": tb.k, "how": tb.dilation.to_dict(), "start": clock.anchor(),
+                                    "note": "spans, summaries and figures are in emulated time; wall = emulated x "
+                                            "time_dilation. Not dilated: per-hop transport and Ray call overheads "
+                                            "(they shrink by time_dilation in emulated time) and the kernel's TCP "
+                                            "timers (wall time)"}
                 manifest["backends"]["links_detail"] = tb.network.info() if tb.network else {}
                 manifest["compute_plans"] = {n: p.to_dict() for n, p in tb.plans().items()}
                 manifest["warnings"] = list(tb.warnings)
@@ -226,7 +235,7 @@ def run_experiment(exp: Experiment, out_root: str | Path = "results", address: s
                     player.start()
                 total = workload.total_steps()
                 done = 0
-                last_drain = time.monotonic()
+                last_drain = time.monotonic()  # wall: how often spans are collected
                 if progress:
                     progress(0, total, "")
                 while True:
@@ -234,11 +243,11 @@ def run_experiment(exp: Experiment, out_root: str | Path = "results", address: s
                     done += res.progress
                     if progress:
                         progress(done, total, str(res.info.get("label", "")))
-                    if time.monotonic() - last_drain > drain_every_s or res.done:
+                    if time.monotonic() - last_drain > drain_every_s or res.done:  # wall: collection
                         s, r = tb.drain()
                         spans_w.write(s + (player.drain() if player else []))
                         res_w.write(r)
-                        last_drain = time.monotonic()
+                        last_drain = time.monotonic()  # wall: collection
                     if res.done:
                         break
                 if player is not None:
@@ -268,7 +277,14 @@ def run_experiment(exp: Experiment, out_root: str | Path = "results", address: s
         raise
     finally:
         manifest["finished"] = dt.datetime.now(dt.UTC).isoformat()
-        manifest["wall_s"] = time.monotonic() - t_start
+        manifest["wall_s"] = time.monotonic() - t_start  # wall: run duration
+        if "time" in manifest:
+            manifest["time"]["end"] = clock.anchor()  # the testbed has restored k = 1 by now: keep the run's
+            manifest["time"]["end"]["time_dilation"] = manifest["time"]["time_dilation"]
+            manifest["time"]["end"]["emulated_s"] = manifest["time"]["end"]["monotonic_s"] / manifest["time"][
+                "time_dilation"]
+            manifest["time"]["emulated_s"] = manifest["wall_s"] / manifest["time"]["time_dilation"]
+            manifest["time"]["wall_s"] = manifest["wall_s"]
         manifest["partial"] = manifest["status"] != "complete"
         manifest["rows"] = {"spans": spans_w.rows, "resources": res_w.rows}
         if spans_w.rows or manifest["status"] == "complete":

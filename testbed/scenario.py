@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import csv
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from testbed import clock
 from testbed.config.models import ChurnEvent, CpuSpike, LinkSpecPatch, NodeEvent, PartitionEvent, ScenarioSpec
 from testbed.errors import ConfigError
 
@@ -221,7 +221,7 @@ class ScenarioPlayer:
     def start(self) -> None:
         """Apply what holds from the start (nodes absent from the start) before returning, then play the rest
         on the scenario's clock from a thread."""
-        self.t0_ns = time.monotonic_ns()
+        self.t0_ns = clock.now_ns()
         initial = [a for a in self.actions if a.info.get("absent_from_start")]
         self.actions = [a for a in self.actions if not a.info.get("absent_from_start")]
         for a in initial:
@@ -230,8 +230,8 @@ class ScenarioPlayer:
 
     def _run(self) -> None:
         for a in self.actions:
-            wait = self.t0_ns / 1e9 + a.t_s - time.monotonic()
-            if wait > 0 and self._stop.wait(wait):
+            wait = self.t0_ns / 1e9 + a.t_s - clock.now()
+            if wait > 0 and self._stop.wait(clock.wall(wait)):
                 return
             if self._stop.is_set():
                 return
@@ -240,7 +240,7 @@ class ScenarioPlayer:
     def _apply(self, a: Action) -> None:
         from testbed.metrics import make_span
 
-        t0 = time.monotonic_ns()
+        t0 = clock.now_ns()
         attrs: dict[str, Any] = {}
         if a.kind in ("crash", "restart", "cpu_spike", "leave", "join"):
             try:
@@ -254,7 +254,7 @@ class ScenarioPlayer:
                 self.errors.append(f"{a.source} at {a.t_s} s: {type(e).__name__}: {e}")
                 return
             with self._lock:
-                self.spans.append(make_span(self.tb.run_id, a.node, "scenario", t0, time.monotonic_ns(),
+                self.spans.append(make_span(self.tb.run_id, a.node, "scenario", t0, clock.now_ns(),
                                             event=a.kind, at_s=a.t_s, source=a.source, **a.info))
                 self.applied += 1
             return
@@ -272,7 +272,7 @@ class ScenarioPlayer:
         except Exception as e:  # reported in the manifest; the run goes on
             self.errors.append(f"{a.source} at {a.t_s} s: {type(e).__name__}: {e}")
             return
-        span = make_span(self.tb.run_id, "scenario", "scenario", t0, time.monotonic_ns(), src=lk.a, dst=lk.b,
+        span = make_span(self.tb.run_id, "scenario", "scenario", t0, clock.now_ns(), src=lk.a, dst=lk.b,
                          event=a.kind, link=a.link, at_s=a.t_s, source=a.source, **attrs, **a.info)
         with self._lock:
             self.spans.append(span)

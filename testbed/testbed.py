@@ -15,8 +15,10 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
-from testbed.calibration import CalibrationStore, ComputePlan, plan_compute
+from testbed import clock
+from testbed.calibration import CalibrationStore, ComputePlan, fit_key, plan_compute
 from testbed.config.models import LinkSpec, MobilitySpec
+from testbed.dilation import DilationChoice
 from testbed.emulation.network import KernelNetwork, NetworkBackend, UserspaceNetwork
 from testbed.errors import EmulationError, PrivilegeError, ResourceError
 from testbed.lifecycle.ledger import PREFIX, Ledger
@@ -54,13 +56,18 @@ class Testbed:
         node -> the model it will run (calibration and caps depend on it); ``None`` for none.
     address:
         A Ray cluster address, or ``None`` to start (and stop) a local Ray.
+    time_dilation:
+        The run's factor ``k`` (``testbed.clock``), or ``"auto"`` to choose it from the classes and the host
+        (``testbed.dilation``); ``max_time_dilation`` and ``approximate_classes`` bound ``auto``. The factor is
+        configured in this process for the testbed's lifetime and in every actor it starts.
     """
 
     __test__ = False  # not a pytest class
 
     def __init__(self, topology: Topology, run_id: str, seed: int, links: str, compute: str,
                  models: dict[str, str | None], address: str | None = None,
-                 mobility: list[MobilitySpec] | None = None) -> None:
+                 mobility: list[MobilitySpec] | None = None, time_dilation: float | str = 1.0,
+                 max_time_dilation: float = 100.0, approximate_classes: bool = False, source: str = "") -> None:
         self.topology = topology
         self.run_id = run_id
         self.seed = seed
@@ -71,6 +78,12 @@ class Testbed:
         self.compute_backend = compute
         self.models = models
         self.address = address
+        self.requested_dilation = time_dilation
+        self.max_time_dilation = max_time_dilation
+        self.approximate_classes = approximate_classes
+        self.source = source
+        self.dilation: DilationChoice | None = None
+        self.k = 1.0
         self.ledger = Ledger(run_id)
         self.network: NetworkBackend | None = None
         self.groups: dict[str, Group] = {}
@@ -113,7 +126,7 @@ class Testbed:
     def _build(self) -> None:
         import ray
 
-        t0 = time.monotonic()
+        t0 = time.monotonic()  # wall: set-up timings
         if self.namespaced:
             KernelNetwork.check_host(self.topology)
         if self.links_backend in ("mininet", "mininet-wifi"):
@@ -126,7 +139,9 @@ class Testbed:
             ray.init(address=self.address, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
                      configure_logging=False, namespace="testbed")
             self._stack.callback(ray.shutdown)
-        self.timings["ray_init_s"] = time.monotonic() - t0
+        self.timings["ray_init_s"] = time.monotonic() - t0  # wall: set-up timings
+        store = CalibrationStore.load()
+        self._choose_dilation(store)
 
         self._resolve_sites()
         net: NetworkBackend
@@ -145,12 +160,11 @@ class Testbed:
             net = UserspaceNetwork(self.topology, self.run_id, self.ledger)
         self.network = net
         self._stack.callback(net.teardown)
-        t1 = time.monotonic()
+        t1 = time.monotonic()  # wall: set-up timings
         net.build()
-        self.timings["network_build_s"] = time.monotonic() - t1
+        self.timings["network_build_s"] = time.monotonic() - t1  # wall: set-up timings
 
-        store = CalibrationStore.load()
-        plans = {n: plan_compute(n, node.hardware, self.models.get(n), self._node_compute_backend(n), store)
+        plans = {n: plan_compute(n, node.hardware, self.models.get(n), self._node_compute_backend(n), store, self.k)
                  for n, node in self.topology.nodes.items()}
         self._check_oversubscription(plans)
         for n, node in self.topology.nodes.items():
@@ -159,9 +173,41 @@ class Testbed:
             g.nodes.append(n)
             g.plans[n] = plans[n]
             self.node_group[n] = g
-        t2 = time.monotonic()
+        t2 = time.monotonic()  # wall: set-up timings
         self._start_actors()
-        self.timings["actors_start_s"] = time.monotonic() - t2
+        self.timings["actors_start_s"] = time.monotonic() - t2  # wall: set-up timings
+
+    def _choose_dilation(self, store: CalibrationStore) -> None:
+        """Resolve ``k`` (before any link or cap is set: both depend on it) and configure it in this process."""
+        from testbed.dilation import choose
+
+        models = self.models if self.compute_backend != "none" else {}
+        self.dilation = choose(self.topology, models, store, self.requested_dilation, self.max_time_dilation,
+                               self.approximate_classes, source=self.source)
+        self.k = self.dilation.k
+        if self.links_backend == "mininet-wifi" and self.k != 1.0:
+            from testbed.errors import ConfigError
+
+            raise ConfigError(f"mininet-wifi shapes its radio links itself, in wall time, so they cannot be dilated "
+                              f"(time_dilation {self.k:g})", file=self.source or None, path="time_dilation",
+                              fix="set time_dilation: 1 (classes faster than the host then run as approximations: "
+                                  "add approximate_classes: true), or use backends: {links: kernel}")
+        prev = clock.dilation()
+        clock.configure(self.k)
+        self._stack.callback(clock.configure, prev)
+        if self.links_backend in ("kernel", "mininet", "mininet-wifi"):
+            from testbed.emulation.tc import check_rate
+
+            for lk in self.topology.links:
+                for spec in (lk.up, lk.down):
+                    try:
+                        check_rate(spec.rate_mbit, self.k)
+                    except ValueError as e:
+                        from testbed.errors import ConfigError
+
+                        raise ConfigError(f"link {lk.name}: {e}", file=self.source or None, path="time_dilation",
+                                          fix="a smaller time_dilation or max_time_dilation, or a faster link") from e
+        self.warnings += self.dilation.warnings
 
     def _node_compute_backend(self, node: str) -> str:
         # A pool shares one compute process; per-device CFS quotas cannot apply, so pools use dilation.
@@ -171,9 +217,15 @@ class Testbed:
 
     def _check_oversubscription(self, plans: dict[str, ComputePlan]) -> None:
         host = os.cpu_count() or 1
-        # a dilated node burns 1/slowdown of a core while it computes; a cgroup node at most its quota
-        total = sum(p.cpu_cores if p.cpu_cores is not None else p.threads / max(1.0, p.slowdown)
-                    for p in plans.values())
+        # a dilated node burns 1/(slowdown k) of a core while it computes; a cgroup node at most its quota; a node at
+        # host speed a whole thread. A pool's devices share one process: it counts at most as many as there are cores
+        per_group: dict[str, list[float]] = {}
+        for p in plans.values():
+            if p.model is None:
+                continue
+            use = p.cpu_cores if p.cpu_cores is not None else p.threads / max(1.0, p.slowdown * self.k)
+            per_group.setdefault(self.topology.nodes[p.node].pool or p.node, []).append(use)
+        total = sum(sum(sorted(v, reverse=True)[:host]) for v in per_group.values())
         if total > host:
             self.warnings.append(
                 f"the compute caps add up to {total:.2f} cores on a {host}-core host: timings stay faithful only "
@@ -253,7 +305,7 @@ class Testbed:
         topo = self.topology
         for g in self.groups.values():
             plan0 = g.plans[g.nodes[0]]
-            if plan0.backend == "cgroup":
+            if self._node_compute_backend(g.nodes[0]) == "cgroup":  # a node on dilation keeps its memory cap
                 leaf = CgroupLeaf.plan(f"{PREFIX}{self.run_id}-{g.name}", cgroup_mode())
                 self.ledger.record("cgroup", leaf.name, mode=leaf.mode, dirs=list(leaf.dirs))
                 self._stack.callback(self._remove_cgroup, leaf)
@@ -261,7 +313,7 @@ class Testbed:
                 g.cgroup = {"name": leaf.name, "mode": leaf.mode, "dirs": list(leaf.dirs)}
             opts = self._actor_options(g.nodes[0], max(1, len(g.nodes)))
             g.compute_actor = ComputeActor.options(**opts).remote(
-                {n: p.to_dict() for n, p in g.plans.items()}, g.cgroup, self.seed)
+                {n: p.to_dict() for n, p in g.plans.items()}, g.cgroup, self.seed, self.k)
             self._stack.callback(ray.kill, g.compute_actor, no_restart=True)
         for g in self.groups.values():
             pid, start = ray.get(g.compute_actor.pid.remote(), timeout=120)
@@ -270,7 +322,7 @@ class Testbed:
             g.pids = (0, pid)
         for g in self.groups.values():
             g.node_actor = NodeActor.options(**self._actor_options(g.nodes[0])).remote(
-                self.run_id, self._node_specs(g), g.compute_actor, self.seed)
+                self.run_id, self._node_specs(g), g.compute_actor, self.seed, time_dilation=self.k)
             self._stack.callback(ray.kill, g.node_actor, no_restart=True)
         hosts = set()
         for g in self.groups.values():
@@ -319,13 +371,13 @@ class Testbed:
 
         ComputeActor, NodeActor = ACTORS.get("compute"), ACTORS.get("node")
         g.compute_actor = ComputeActor.options(**self._actor_options(g.nodes[0], max(1, len(g.nodes)))).remote(
-            {n: p.to_dict() for n, p in g.plans.items()}, g.cgroup, self.seed)
+            {n: p.to_dict() for n, p in g.plans.items()}, g.cgroup, self.seed, self.k)
         self._stack.callback(ray.kill, g.compute_actor, no_restart=True)
         pid, start = ray.get(g.compute_actor.pid.remote(), timeout=120)
         self.ledger.record("pid", str(pid), pid=pid, start=start)
         self._stack.callback(self._kill_and_wait, g.compute_actor, pid)
         g.node_actor = NodeActor.options(**self._actor_options(g.nodes[0])).remote(
-            self.run_id, self._node_specs(g), g.compute_actor, self.seed)
+            self.run_id, self._node_specs(g), g.compute_actor, self.seed, time_dilation=self.k)
         self._stack.callback(ray.kill, g.node_actor, no_restart=True)
         w = ray.get(g.node_actor.where.remote(), timeout=120)
         self.ledger.record("pid", str(w["pid"]), pid=w["pid"], start=w["start"])
@@ -390,9 +442,10 @@ class Testbed:
         fitted: dict[str, float] = {}  # cgroup quotas fitted in this run, by class/model
         for g in self.groups.values():
             for n, p in list(g.plans.items()):
-                if p.backend not in ("cgroup", "dilation") or p.host_speed or p.model is None or p.target_ms is None:
+                # dilation nodes need no fit: whole-model calls are paced to the class's figure itself
+                if p.backend != "cgroup" or p.host_speed or p.model is None or p.target_ms is None:
                     continue
-                key = f"{p.hardware_class}/{p.model}"
+                key = fit_key(p.hardware_class, p.model, self.k)
                 dil = p.backend == "dilation"
                 cache = store.dilation_slowdown if dil else store.cgroup_cores
                 ray.get(g.compute_actor.load.remote(p.model, p.model, self.seed))
@@ -419,7 +472,7 @@ class Testbed:
                     store.fit_error_pct[key + ("/dilation" if dil else "/cgroup")] = err
                 store.save()
                 out[n] = {("slowdown" if dil else "cores"): value, "error_pct": err}
-                g.plans[n] = plan_compute(n, self.topology.nodes[n].hardware, p.model, p.backend, store)
+                g.plans[n] = plan_compute(n, self.topology.nodes[n].hardware, p.model, p.backend, store, self.k)
                 self._apply(g, n, g.plans[n], value)
         return out
 
@@ -464,7 +517,7 @@ class Testbed:
         x = np.random.default_rng(self.seed).integers(0, 256, (1, *MODELS.get(model).input_shape), dtype=np.uint8)
         wall, cpu = [], []
         for i in range(iters + 2):
-            _, st = ray.get(g.compute_actor.forward.remote(node, key or model, x, time.monotonic_ns()))
+            _, st = ray.get(g.compute_actor.forward.remote(node, key or model, x, clock.now_ns()))
             if i >= 2:  # the first calls warm caches and allocators
                 wall.append((st["end_ns"] - st["start_ns"]) / 1e6)
                 cpu.append(st["cpu_ns"] / 1e6)
@@ -479,9 +532,10 @@ class Testbed:
         return g.node_actor.call.remote(node, role, method, kwargs)
 
     def call(self, node: str, role: str, method: str, timeout: float = 600, **kwargs: Any) -> Any:
+        """Invoke a role method on ``node`` and wait for it; ``timeout`` in emulated seconds."""
         import ray
 
-        return ray.get(self.call_async(node, role, method, **kwargs), timeout=timeout)
+        return ray.get(self.call_async(node, role, method, **kwargs), timeout=clock.wall(timeout))
 
     def add_role(self, node: str, role: str, params: dict[str, Any]) -> None:
         import ray
@@ -503,7 +557,8 @@ class Testbed:
 
         from testbed.workload import ACTORS
 
-        actor = ACTORS.get("chain").options(name=f"{PREFIX}{self.run_id}-chain").remote(url, block_ms)
+        actor = ACTORS.get("chain").options(name=f"{PREFIX}{self.run_id}-chain").remote(url, block_ms,
+                                                                                      time_dilation=self.k)
         self._stack.callback(ray.kill, actor, no_restart=True)
         self._stack.callback(lambda: ray.get(actor.close.remote(), timeout=10))
         ray.get(actor.info.remote(), timeout=120)
@@ -636,7 +691,7 @@ class Testbed:
 
         g = self.node_group[node]
         leaf = CgroupLeaf(g.cgroup["name"], g.cgroup["mode"], tuple(g.cgroup["dirs"])) if g.cgroup else None
-        code = f"import time\nend = time.monotonic() + {duration_s}\nwhile time.monotonic() < end: pass\n"
+        code = f"import time\nend = time.monotonic() + {clock.wall(duration_s)}\nwhile time.monotonic() < end: pass\n"
         pids = []
         for _ in range(cores):
             p = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,

@@ -12,6 +12,10 @@ Link emulation done here (the parts the kernel cannot do on this host, see host-
 * for the ``userspace`` backend also the rate: a token bucket on the sender paces the bytes
   (wire bytes, i.e. with per-packet TCP/IP/Ethernet overhead, so goodput matches tc's).
 
+Every time here is emulated (``testbed.clock``): delays are held ``k`` times longer on the host and the userspace
+pacer's rate is per emulated second, so both follow the run's time dilation with no further code. The final spin
+(``SPIN_NS``) is in wall time, since it is about the host's timer accuracy.
+
 Loss is modelled, not dropped: TCP would retransmit, so each lost packet (Bernoulli per
 1448-byte segment) adds one round trip, or an RTO of max(200 ms, 2 RTT) when it is among the
 last three segments (no duplicate ACKs to trigger a fast retransmit).
@@ -27,7 +31,6 @@ import math
 import socket
 import struct
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -35,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from testbed import clock
 from testbed.emulation.netns import in_netns
 
 logger = logging.getLogger(__name__)
@@ -89,19 +93,19 @@ class TokenBucket:
         self.rate_bps = rate_mbit * 1e6 / 8
         self.depth = max(self.rate_bps * 0.002, 2 * WIRE_PER_SEGMENT)
         self.tokens = self.depth
-        self.last = time.monotonic()
+        self.last = clock.now()
         self.lock = threading.Lock()
 
     def consume(self, nbytes: int) -> None:
         """Block until ``nbytes`` wire bytes may leave."""
         with self.lock:
-            now = time.monotonic()
+            now = clock.now()
             self.tokens = min(self.depth, self.tokens + (now - self.last) * self.rate_bps)
             self.last = now
             self.tokens -= nbytes
             wait = -self.tokens / self.rate_bps if self.tokens < 0 else 0.0
         if wait > 0:
-            time.sleep(wait)
+            clock.sleep(wait)
 
 
 def _encode(kind: str, src: str, dst: str, meta: dict[str, Any],
@@ -261,7 +265,7 @@ class Endpoint:
         total = _HDR_SIZE + len(mb) + nbytes
         bucket = self.buckets.get(dst)
         with lock:
-            hdr = struct.pack(_HDR_FMT, MAGIC, len(mb), nbytes, time.monotonic_ns())
+            hdr = struct.pack(_HDR_FMT, MAGIC, len(mb), nbytes, clock.now_ns())
             if bucket is None:
                 sock.sendall(hdr + mb)
                 if view is not None:
@@ -286,14 +290,14 @@ class Endpoint:
 
     def request(self, dst: str, kind: str, array: np.ndarray | None = None, meta: dict[str, Any] | None = None,
                 timeout: float = 120.0, channel: str = "data") -> Message:
-        """Send and wait for the reply."""
+        """Send and wait for the reply (``timeout`` in emulated seconds)."""
         corr = next(self._corr)
         fut: Future[Message] = Future()
         self._pending[corr] = fut
         self._pending_dst[corr] = dst
         try:
             self.send(dst, kind, array, dict(meta or {}, corr=corr), channel)
-            return fut.result(timeout)
+            return fut.result(clock.wall(timeout))
         finally:
             self._pending.pop(corr, None)
             self._pending_dst.pop(corr, None)
@@ -309,7 +313,7 @@ class Endpoint:
             c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             hello = bytearray(128)
             try:
-                c.settimeout(5.0)  # a silent or garbled client must not stall the listener
+                c.settimeout(5.0)  # wall: a silent or garbled client must not stall the listener
                 if not _recv_exact(c, memoryview(hello)):
                     raise ValueError("closed before hello")
                 hello_msg = json.loads(bytes(hello).strip())
@@ -401,7 +405,7 @@ class Endpoint:
                     arr = arr.view(np.dtype(meta.pop("dtype"))).reshape(meta.pop("shape"))
             except OSError:
                 return
-            arrival = time.monotonic_ns()
+            arrival = clock.now_ns()
             total = _HDR_SIZE + mlen + plen
             with self._count_lock:
                 self.recv_bytes[peer] = self.recv_bytes.get(peer, 0) + total
@@ -421,16 +425,16 @@ class Endpoint:
         while not self._stop.is_set():
             with self._heap_cv:
                 while not self._heap and not self._stop.is_set():
-                    self._heap_cv.wait(0.5)
+                    self._heap_cv.wait(0.5)  # wall: idle poll
                 if self._stop.is_set():
                     return
                 release = self._heap[0][0]
-                now = time.monotonic_ns()
-                if release - now > SPIN_NS:
-                    self._heap_cv.wait((release - now - SPIN_NS) / 1e9)
+                ahead = clock.wall_ns(release - clock.now_ns())  # wall ns until the release
+                if ahead > SPIN_NS:
+                    self._heap_cv.wait((ahead - SPIN_NS) / 1e9)  # wall: converted above
                     continue
                 _, _, msg = heapq.heappop(self._heap)
-            while time.monotonic_ns() < msg.release_ns:
+            while clock.now_ns() < msg.release_ns:
                 pass  # final spin: Condition.wait alone is 130-200 us late (host-facts §3)
             self._dispatch(msg)
 

@@ -8,13 +8,13 @@ A workload is driver-side logic (``setup`` → ``step``… → ``teardown``, the
 
 from __future__ import annotations
 
-import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel
 
+from testbed import clock
 from testbed.registry import Registry
 
 if TYPE_CHECKING:
@@ -49,14 +49,15 @@ class FailurePolicy:
 
     @property
     def timeout_s(self) -> float:
-        return 120.0 if self.mode == "fail" else 30.0  # a failure that is handled need not wait two minutes
+        # emulated seconds: a failure that is handled need not wait two minutes
+        return 120.0 if self.mode == "fail" else 30.0
 
     def handle(self, rt: Any, exc: Exception, t0: int, rid: int, target: str) -> str:
         """Record the failed request and return its status: ``fallback`` (the caller computes it on the device)
         or ``failed``. Raises ``exc`` under ``fail``."""
         if self.mode == "fail" and not rt.away:
             raise exc
-        rt.span("request_failed", t0, time.monotonic_ns(), request_id=rid, target=target,
+        rt.span("request_failed", t0, clock.now_ns(), request_id=rid, target=target,
                 error=f"{type(exc).__name__}: {exc}")
         return "fallback" if self.mode == "local" and not rt.away else "failed"
 

@@ -6,11 +6,12 @@ the raw bytes to a carrier: over the emulated links to the node hosting the ``ch
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+
+from testbed import clock
 
 # carrier(kind, payload, meta) -> (payload, meta); kinds: chain_tx, chain_call, chain_nonce, chain_logs
 Carrier = Callable[[str, bytes | None, dict[str, Any]], tuple[bytes | None, dict[str, Any]]]
@@ -107,9 +108,9 @@ class ChainClient:
 
     def send_raw(self, raw: bytes, fn: str = "raw", request_id: int = -1) -> dict[str, Any]:
         """Send already-signed bytes; returns the receipt (``status`` 1, 0 or -1)."""
-        t0 = time.monotonic_ns()
+        t0 = clock.now_ns()
         _, rc = self.carrier("chain_tx", raw, {"request_id": request_id, "fn": fn})
-        t1 = time.monotonic_ns()
+        t1 = clock.now_ns()
         self.gas_spent_wei += int(rc.get("gas_used", 0)) * int(rc.get("gas_price", 0))
         if self.on_span is not None:
             self.on_span("chain_tx", t0, t1, request_id=request_id, fn=fn, status=int(rc["status"]),
@@ -142,10 +143,10 @@ class ChainClient:
         from eth_abi.abi import decode
 
         data = bytes.fromhex(self.contract.encode_abi(fn, list(args))[2:])
-        t0 = time.monotonic_ns()
+        t0 = clock.now_ns()
         out, _ = self.carrier("chain_call", data, {"to": self.contract_address, "request_id": request_id})
         if self.on_span is not None:
-            self.on_span("chain_call", t0, time.monotonic_ns(), request_id=request_id, fn=fn)
+            self.on_span("chain_call", t0, clock.now_ns(), request_id=request_id, fn=fn)
         f = self.contract.get_function_by_name(fn)
         types = [o["type"] if o["type"] != "tuple" else "(" + ",".join(c["type"] for c in o["components"]) + ")"
                  for o in f.abi["outputs"]]

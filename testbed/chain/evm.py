@@ -4,7 +4,8 @@ Plain class; ``actors/chain.py`` hosts it in a Ray actor. Every method takes and
 values (hex strings, ints, bytes), so it crosses Ray and our transport unchanged.
 
 Block production: ``block_ms=None`` mines one block per transaction (automine, like a dev chain);
-``block_ms=N`` turns automine off and mines every N ms, so a transaction waits for the next block.
+``block_ms=N`` turns automine off and mines every N emulated ms (testbed.clock), so a transaction waits for
+the next block; ``timeout_s`` (how long a receipt may take) is emulated seconds too.
 With ``url`` the node's own policy applies and ``block_ms`` must be left out.
 """
 
@@ -12,9 +13,9 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from typing import Any
 
+from testbed import clock
 from testbed.chain import compiled
 
 logger = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ class EVMChain:
         else:
             if block_ms is not None:
                 raise ValueError("block_ms applies to the embedded chain; an RPC node mines by its own policy")
-            self.w3 = Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": timeout_s}))
+            self.w3 = Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": timeout_s}))  # wall: HTTP socket timeout
         self.funder = self.w3.eth.accounts[0]
 
     # -- chain facts -------------------------------------------------------------------------------
@@ -119,17 +120,17 @@ class EVMChain:
         """Send a signed transaction and wait until it is mined. Returns its receipt as plain values;
         ``status`` is 1 (done), 0 (reverted by the contract; ``reason`` says why) or -1 (refused by the
         chain before execution: a bad signature, nonce or balance)."""
-        t0 = time.monotonic_ns()
+        t0 = clock.now_ns()
         try:
             with self._lock:
                 h = self.w3.eth.send_raw_transaction(raw)
         except Exception as e:  # the chain refused it: nothing was recorded
             return {"status": -1, "reason": f"{type(e).__name__}: {e}", "tx": None, "gas_used": 0,
-                    "gas_price": 0, "block": None, "events": [], "chain_ms": (time.monotonic_ns() - t0) / 1e6}
+                    "gas_price": 0, "block": None, "events": [], "chain_ms": (clock.now_ns() - t0) / 1e6}
         rc = self._receipt(h)
         out = {"status": int(rc["status"]), "tx": "0x" + bytes(h).hex(), "gas_used": int(rc["gasUsed"]),
                "gas_price": int(rc.get("effectiveGasPrice") or 0), "block": int(rc["blockNumber"]),
-               "events": self._events(rc), "reason": None, "chain_ms": (time.monotonic_ns() - t0) / 1e6}
+               "events": self._events(rc), "reason": None, "chain_ms": (clock.now_ns() - t0) / 1e6}
         if out["status"] == 0:
             out["reason"] = self._revert_reason(h)
         return out
@@ -158,8 +159,8 @@ class EVMChain:
     def _mine_loop(self) -> None:
         assert self.block_ms is not None
         period = self.block_ms / 1e3
-        nxt = time.monotonic() + period
-        while not self._stop.wait(max(0.0, nxt - time.monotonic())):
+        nxt = clock.now() + period
+        while not self._stop.wait(clock.wall(max(0.0, nxt - clock.now()))):
             with self._lock:
                 self.tester.mine_blocks(1)
             nxt += period
@@ -167,15 +168,15 @@ class EVMChain:
     def _receipt(self, h: Any) -> Any:
         from web3.exceptions import TransactionNotFound
 
-        deadline = time.monotonic() + self.timeout_s
+        deadline = clock.now() + self.timeout_s
         while True:
             try:
                 with self._lock:
                     return self.w3.eth.get_transaction_receipt(h)
             except TransactionNotFound:
-                if time.monotonic() > deadline:
+                if clock.now() > deadline:
                     raise TimeoutError(f"transaction {bytes(h).hex()} not mined within {self.timeout_s} s") from None
-                time.sleep(0.002 if self.url is None else 0.02)
+                clock.sleep(0.002 if self.url is None else 0.02)
 
     def _revert_reason(self, h: Any) -> str:
         """Replay a reverted transaction as a call on the state before its block, to read the reason."""

@@ -6,11 +6,11 @@ it hands them to the run's ``ChainActor`` and returns the receipt once the trans
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
 
+from testbed import clock
 from testbed.chain.client import serve
 from testbed.transport import Message
 from testbed.workload import ROLES
@@ -24,13 +24,13 @@ class ChainGatewayRole:
     def _go(self, fn: str, *args: Any) -> Any:
         import ray
 
-        return ray.get(getattr(self.chain, fn).remote(*args), timeout=120)
+        return ray.get(getattr(self.chain, fn).remote(*args), timeout=clock.wall(120))
 
     def on_message(self, rt: Any, msg: Message) -> tuple[str, np.ndarray | None, dict[str, Any]]:
         payload = msg.array.tobytes() if msg.array is not None else None
-        t0 = time.monotonic_ns()
+        t0 = clock.now_ns()
         out, meta = serve(self._go, msg.kind, payload, msg.meta)
-        rt.span("chain_exec", t0, time.monotonic_ns(), request_id=int(msg.meta.get("request_id", -1)),
+        rt.span("chain_exec", t0, clock.now_ns(), request_id=int(msg.meta.get("request_id", -1)),
                 fn=str(msg.meta.get("fn", msg.kind)), src=msg.src)
         return "chain_reply", (np.frombuffer(out, np.uint8) if out else None), meta
 
@@ -52,8 +52,8 @@ class ChainProbeRole:
         out = []
         for i in range(n):
             if spread_ms:
-                time.sleep(float(rt.rng.uniform(0, spread_ms)) / 1e3)  # land anywhere in the block interval
-            t0 = time.monotonic_ns()
+                clock.sleep(float(rt.rng.uniform(0, spread_ms)) / 1e3)  # land anywhere in the block interval
+            t0 = clock.now_ns()
             w.transact("require_task", keccak(f"probe/{i}".encode()), keccak(b"probe"), value=1, request_id=i)
-            out.append((time.monotonic_ns() - t0) / 1e6)
+            out.append((clock.now_ns() - t0) / 1e6)
         return out

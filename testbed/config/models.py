@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -359,8 +359,26 @@ class ExperimentSpec(Frozen):
     seed: int = 0
     backends: BackendChoice = BackendChoice()
     scenario: ScenarioSpec | None = None
+    # the run's time dilation k (testbed.clock, testbed.dilation): "auto" picks the smallest k at which every class
+    # reaches its speed and the nodes' CPU demand fits the host; a number fixes it (k > 1: slower than the world)
+    time_dilation: Literal["auto"] | float = "auto"
+    max_time_dilation: Annotated[float, Field(gt=0, allow_inf_nan=False)] = 100.0
+    # let a class that auto cannot reach within max_time_dilation run as fast as the host allows, flagged
+    approximate_classes: bool = False
 
     _name = field_validator("name")(_check_name)
+
+    @field_validator("time_dilation", mode="before")
+    @classmethod
+    def _dilation(cls, v: Any) -> Any:
+        if v == "auto":
+            return v
+        import math
+
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v <= 0:
+            raise ValueError(f"must be 'auto' or a positive finite number (e.g. 10: the run lasts ten times the "
+                             f"emulated time), got {v!r}")
+        return float(v)
 
     @model_validator(mode="after")
     def _requests_or_duration(self) -> ExperimentSpec:

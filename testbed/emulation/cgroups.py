@@ -147,7 +147,7 @@ class CgroupLeaf:
                 except OSError as exc:
                     if exc.errno != errno.EBUSY:
                         raise
-                    time.sleep(0.05)
+                    time.sleep(0.05)  # wall: retry a busy cgroup
             else:
                 raise OSError(errno.EBUSY, f"cgroup {p} is still busy after 5 s")
 

@@ -72,10 +72,11 @@ def build_wifi(net: Any, plan: dict[str, Any]) -> dict[str, Any]:
 class Replay(threading.Thread):
     """Moves stations along their tracks ([t_s, "x,y,z"], ...) from the moment the scenario starts."""
 
-    def __init__(self, nodes: dict[str, Any], tracks: list[dict[str, Any]]) -> None:
+    def __init__(self, nodes: dict[str, Any], tracks: list[dict[str, Any]], time_dilation: float = 1.0) -> None:
         super().__init__(daemon=True, name="mn-replay")
         self.nodes = nodes
-        self.moves = sorted((t, tr["station"], pos) for tr in tracks for t, pos in tr["samples"])
+        # track times are emulated seconds; this process has no testbed clock, so they are stretched here
+        self.moves = sorted((t * time_dilation, tr["station"], pos) for tr in tracks for t, pos in tr["samples"])
         self.stop = threading.Event()
         self.applied = 0
 
@@ -125,7 +126,7 @@ def main() -> int:
             if msg.get("cmd") == "position":
                 nodes[msg["node"]].setPosition(msg["position"])
             if msg.get("cmd") == "start_mobility" and replay is None and plan.get("tracks"):
-                replay = Replay(nodes, plan["tracks"])
+                replay = Replay(nodes, plan["tracks"], float(msg.get("time_dilation", 1.0)))
                 replay.start()
             send({"ok": msg.get("cmd")})
     finally:

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from testbed import clock
 from testbed.config.models import LinkSpec, MobilitySpec, Tier
 from testbed.emulation.network import KernelNetwork, host_ifnames
 from testbed.errors import ConfigError, EmulationError, PrivilegeError
@@ -276,8 +277,8 @@ class MininetNetwork(KernelNetwork):
 
     def _read_reply(self, timeout_s: float) -> dict[str, Any]:
         assert self._proc is not None and self._proc.stdout is not None
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+        deadline = time.monotonic() + timeout_s  # wall: the driver's answer
+        while time.monotonic() < deadline:  # wall: the driver's answer
             ready, _, _ = select.select([self._proc.stdout], [], [], 0.5)
             if ready:
                 line = self._proc.stdout.readline()
@@ -297,7 +298,7 @@ class MininetNetwork(KernelNetwork):
         if self._proc is None or not self.plan.get("tracks"):
             return
         assert self._proc.stdin is not None
-        self._proc.stdin.write(json.dumps({"cmd": "start_mobility"}) + "\n")
+        self._proc.stdin.write(json.dumps({"cmd": "start_mobility", "time_dilation": clock.dilation()}) + "\n")
         self._proc.stdin.flush()
         reply = self._read_reply(timeout_s=30.0)
         if "error" in reply:

@@ -27,13 +27,13 @@ transactions.
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator
 
+from testbed import clock
 from testbed.chain import address_of, keccak, node_key
 from testbed.chain.client import ChainClient, Rejected, node_wallet
 from testbed.config.models import Tier
@@ -68,31 +68,31 @@ class MarketDeviceRole:
         c = self.cfg
         shape = tuple(c["input_shape"])
         frame = rt.rng.standard_normal((1, *shape), dtype=np.float32)
-        t0 = time.monotonic_ns()
+        t0 = clock.now_ns()
         cut = int(c["cut"])
         x = np.ascontiguousarray(rt.compute(KEY, frame, rid, 0, cut) if cut else frame, np.float32)
-        t_local = time.monotonic_ns()
+        t_local = clock.now_ns()
         task_id, edge, check_ms, require_ms, skipped = 0, edges[0], 0.0, 0.0, []
         if with_chain:
             assert self.client is not None
             # choose the first edge in our order that still holds its stake (one read per candidate)
             for e in edges:
-                s = time.monotonic_ns()
+                s = clock.now_ns()
                 ok = self.client.view("staked", c["directory"][e], request_id=rid)
-                check_ms += (time.monotonic_ns() - s) / 1e6
+                check_ms += (clock.now_ns() - s) / 1e6
                 if ok:
                     edge = e
                     break
                 skipped.append(e)
-            s = time.monotonic_ns()
+            s = clock.now_ns()
             rc = self.client.transact("require_task", h32(x), keccak(str(c["spec"]).encode()),
                                       value=int(c["bounty_wei"]), request_id=rid)
-            require_ms = (time.monotonic_ns() - s) / 1e6
+            require_ms = (clock.now_ns() - s) / 1e6
             task_id = int(next(e for e in rc["events"] if e["event"] == "Required")["args"]["task_id"])
-        s = time.monotonic_ns()
+        s = clock.now_ns()
         reply = rt.request(edge, "offload", x, {"role": "market_edge", "task_id": task_id, "chain": with_chain}, rid)
-        offload_ms = (time.monotonic_ns() - s) / 1e6
-        t1 = time.monotonic_ns()
+        offload_ms = (clock.now_ns() - s) / 1e6
+        t1 = clock.now_ns()
         assert reply.array is not None
         out = np.ascontiguousarray(reply.array, np.float32)
         rt.span("request", t0, t1, request_id=rid, edge=edge, task_id=task_id, chain=with_chain)
@@ -169,7 +169,7 @@ class MarketEdgeRole:
         assert self.client is not None
         seen: set[int] = set()
         block = 0
-        while not self._watch_stop.wait(float(self.cfg["poll_ms"]) / 1e3):
+        while not self._watch_stop.wait(clock.wall(float(self.cfg["poll_ms"]) / 1e3)):
             try:
                 events = self.client.logs(block)
             except Exception:  # the gateway is going away at the end of the run
@@ -187,7 +187,7 @@ class MarketEdgeRole:
         with self.lock:
             pending, self.claims = self.claims, []
         for th in pending:
-            th.join(120)
+            th.join(clock.wall(120))
         with self.lock:
             out, self.rejections = self.rejections, []
         return out
@@ -195,14 +195,14 @@ class MarketEdgeRole:
     def stop(self, rt: Any) -> None:
         self._watch_stop.set()
         if self._watcher is not None:
-            self._watcher.join(10)
+            self._watcher.join(clock.wall(10))  # it may be in the middle of a claim
 
     # -- validating --------------------------------------------------------------------------------------
     def validate(self, rt: Any, task_id: int) -> dict[str, Any]:
         """Read ``task_id``'s claims from the chain, re-execute the task and vote on every claim."""
         assert self.client is not None
         c = self.cfg
-        t0 = time.monotonic_ns()
+        t0 = clock.now_ns()
         task = self.client.view("tasks", task_id, request_id=task_id)
         input_hash, n_claims = bytes(task[2]), int(task[5])
         node_of = {a.lower(): n for n, a in c["directory"].items()}
@@ -213,7 +213,7 @@ class MarketEdgeRole:
         row: dict[str, Any] = {"validator": rt.name, "task_id": task_id, "claims": n_claims, "verdicts": None,
                                "max_rel_diff": None, "reexecuted": False, "settled": False}
         if rt.name in [w for w, _ in claims] or int(task[4]) > 2 or not claims:
-            row.update(skipped="claimant" if claims else "no claims", ms=(time.monotonic_ns() - t0) / 1e6)
+            row.update(skipped="claimant" if claims else "no claims", ms=(clock.now_ns() - t0) / 1e6)
             return row
         verdicts, reference, diffs = 0, None, []
         if self.behaviour in ("garbage", "lazy"):
@@ -238,11 +238,11 @@ class MarketEdgeRole:
         try:
             rc = self.client.transact("vote", task_id, verdicts, request_id=task_id)
         except Rejected as e:  # settled meanwhile, or a claim landed between our read and our vote
-            row.update(skipped=str(e.receipt.get("reason")), ms=(time.monotonic_ns() - t0) / 1e6)
+            row.update(skipped=str(e.receipt.get("reason")), ms=(clock.now_ns() - t0) / 1e6)
             return row
         row.update(verdicts=verdicts, max_rel_diff=max(diffs) if diffs else None, reexecuted=reference is not None,
                    settled=any(e["event"] == "Settled" for e in rc["events"]), skipped="",
-                   ms=(time.monotonic_ns() - t0) / 1e6)
+                   ms=(clock.now_ns() - t0) / 1e6)
         return row
 
 
@@ -388,7 +388,7 @@ class ChainOffloading(Workload):
         self.balance_rows: list[dict[str, Any]] = []
         self.rejections: list[dict[str, Any]] = []
         self.joined = False
-        self.t0 = time.monotonic()
+        self.t0 = clock.now()
 
     def total_steps(self) -> int:
         return len(self.schedule)
@@ -399,7 +399,7 @@ class ChainOffloading(Workload):
         tb.set_phase("join")
         futs = [tb.call_async(n, "market_device" if n in self.devices else "market_edge", "join")
                 for n in self.devices + self.edges]
-        ray.get(futs, timeout=600)
+        ray.get(futs, timeout=clock.wall(600))
         self.joined = True
         self._sample(tb, "joined")
 
@@ -418,7 +418,7 @@ class ChainOffloading(Workload):
             first = (i + k) % n_e
             order = self.edges[first:] + self.edges[:first]
             futs.append(tb.call_async(d, "market_device", "request", rid=rid, edges=order, with_chain=with_chain))
-        rows = ray.get(futs, timeout=600)
+        rows = ray.get(futs, timeout=clock.wall(600))
         for r in rows:
             r["phase"] = phase
             r["server_behaviour"] = self.behaviour[r["edge"]]
@@ -434,7 +434,7 @@ class ChainOffloading(Workload):
         step and vote, in waves, until every task is settled or no candidate is left."""
         import ray
 
-        time.sleep(self.p.chain.validation_delay_ms / 1e3)
+        clock.sleep(self.p.chain.validation_delay_ms / 1e3)
         for e in self.edges:
             self.rejections += tb.call(e, "market_edge", "settle")
         view = self._view
@@ -464,7 +464,7 @@ class ChainOffloading(Workload):
             if not jobs:
                 break
             self.vote_rows += ray.get([tb.call_async(v, "market_edge", "validate", task_id=tid) for v, tid in jobs],
-                                      timeout=600)
+                                      timeout=clock.wall(600))
         for r in rows:
             tid = r["task_id"]
             st = view("tasks", tid)
@@ -486,14 +486,14 @@ class ChainOffloading(Workload):
     def _view(self, fn: str, *args: Any) -> Any:
         import ray
 
-        return ray.get(self.chain.view.remote(self.contract, fn, list(args)), timeout=60)
+        return ray.get(self.chain.view.remote(self.contract, fn, list(args)), timeout=clock.wall(60))
 
     def _sample(self, tb: Any, label: str) -> None:
         import ray
 
         addrs = list(self.address.values())
         wallets = ray.get(self.chain.balances.remote(addrs))
-        t = time.monotonic() - self.t0
+        t = clock.now() - self.t0
         for n, a in self.address.items():
             row = {"t_s": t, "label": label, "node": n, "tier": "device" if n in self.devices else "edge",
                    "behaviour": self.behaviour.get(n, "device"), "wallet_eth": wallets[a] / ETH}
@@ -512,7 +512,7 @@ class ChainOffloading(Workload):
                 pass
         if getattr(self, "joined", False):
             try:
-                self.events = ray.get(self.chain.events.remote(self.contract, 0), timeout=60)
+                self.events = ray.get(self.chain.events.remote(self.contract, 0), timeout=clock.wall(60))
             except Exception:
                 self.events = []
 

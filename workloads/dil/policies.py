@@ -171,10 +171,10 @@ class DQNPolicy:
 
 
 def median_us(fn: Any, reps: int = 200) -> float:
-    """Median wall time of ``fn()`` in microseconds."""
+    """Median wall time of ``fn()`` in microseconds (host time: a decision is host CPU work, not emulated)."""
     times = []
     for _ in range(reps):
-        t0 = time.perf_counter_ns()
+        t0 = time.perf_counter_ns()  # wall: a policy's decision time on the host
         fn()
-        times.append((time.perf_counter_ns() - t0) / 1e3)
+        times.append((time.perf_counter_ns() - t0) / 1e3)  # wall: decision time on the host
     return float(np.median(times))

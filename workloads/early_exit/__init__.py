@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import operator
 import threading
-import time
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +25,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
 
+from testbed import clock
 from testbed.config.models import Tier
 from testbed.errors import ConfigError
 from testbed.topology import Topology
@@ -129,11 +129,11 @@ class ExitRole:
         for b0 in range(0, len(y), batch_size):
             batch = first_batch + b0 // batch_size
             xb, yb = x[b0:b0 + batch_size], y[b0:b0 + batch_size]
-            t0 = time.monotonic_ns()
+            t0 = clock.now_ns()
             meta = dict(deploy, role="exit", batch=batch, cloud=cloud)
             if edge == rt.name:  # this node is the lower one (a device running its own part)
                 p, decision, ent = self._lower(rt, xb, meta, batch, rt.name)
-                preds, t_edge = np.asarray(p).copy(), time.monotonic_ns()
+                preds, t_edge = np.asarray(p).copy(), clock.now_ns()
             else:
                 reply = rt.request(edge, "exit_batch", xb, meta, batch, timeout=timeout_s)
                 t_edge = reply.release_ns
@@ -143,7 +143,8 @@ class ExitRole:
             t_cloud = t_edge
             if (decision == 1).any():
                 with self.cond:
-                    if not self.cond.wait_for(partial(operator.contains, self.cloud_results, batch), timeout_s):
+                    if not self.cond.wait_for(partial(operator.contains, self.cloud_results, batch),
+                                              clock.wall(timeout_s)):
                         raise TimeoutError(f"batch {batch}: no answer from the cloud in {timeout_s} s")
                     t_cloud, idx, logits = self.cloud_results.pop(batch)
                 preds[idx] = logits.argmax(axis=1)
@@ -364,7 +365,7 @@ class EarlyExit(Workload):
         def timed(node: str, key: str, path: Path, inp: np.ndarray) -> float:
             actor = tb.compute_actor(node)
             ray.get(actor.load.remote(key, "exit_part", self.seed, str(path)))
-            st = [ray.get(actor.forward.remote(node, key, inp, time.monotonic_ns()))[1] for _ in range(4)][1:]
+            st = [ray.get(actor.forward.remote(node, key, inp, clock.now_ns()))[1] for _ in range(4)][1:]
             return float(np.median([(s["end_ns"] - s["start_ns"]) / 1e6 for s in st]))
 
         ckpt = self.ckpt["mem"]

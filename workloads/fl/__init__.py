@@ -12,7 +12,6 @@ experiment compares them side by side.
 
 from __future__ import annotations
 
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
@@ -20,6 +19,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
 
+from testbed import clock
 from testbed.config.models import Tier
 from testbed.errors import ConfigError
 from testbed.topology import Topology
@@ -64,7 +64,7 @@ class FLClientRole:
         c = msg.meta["cfg"]
         rnd = int(msg.meta["round"])
         if (c["variant"], rnd) in self.drop_rounds:
-            rt.span("dropout", time.monotonic_ns(), time.monotonic_ns(), request_id=rnd)
+            rt.span("dropout", clock.now_ns(), clock.now_ns(), request_id=rnd)
             return None  # gone mid-round: no answer, the aggregator times out on us
         delta = rt.compute(KEY, msg.array, rnd, method="local_train", kwargs={
             "client": rt.name, "epochs": c["local_epochs"], "lr": c["lr"], "batch": c["batch"], "mu": c["mu"],
@@ -73,7 +73,7 @@ class FLClientRole:
         n = self.n
         attack = self.attacks.get(c["variant"])
         if attack is not None and rnd >= int(attack.get("from_round", 0)):
-            rt.span("attack", time.monotonic_ns(), time.monotonic_ns(), request_id=rnd, attack=attack["kind"])
+            rt.span("attack", clock.now_ns(), clock.now_ns(), request_id=rnd, attack=attack["kind"])
             if attack["kind"] == "poison":  # model poisoning: the update reversed and scaled up
                 delta = (-float(attack["scale"]) * delta).astype(np.float32)
             else:  # free rider: no training, a tiny random update, and a claim of many samples
@@ -131,7 +131,7 @@ class FLServerRole:
             rep = rt.request(v, "fl_validate", stacked, meta, rnd, timeout=float(cfg["round_timeout_s"]) * 4)
             return dict(rep.meta)
 
-        t0 = time.monotonic_ns()
+        t0 = clock.now_ns()
         with ThreadPoolExecutor(max(1, len(cfg["validators"]))) as pool:
             list(pool.map(ask, cfg["validators"]))
         mask = int(self.wallet.view("verdict", r, request_id=rnd))
@@ -149,7 +149,7 @@ class FLServerRole:
                 accepted.append(m)
             else:
                 rejected.append(m)
-        rt.span("chain_validate", t0, time.monotonic_ns(), request_id=rnd, accepted=len(accepted),
+        rt.span("chain_validate", t0, clock.now_ns(), request_id=rnd, accepted=len(accepted),
                 rejected=len(rejected))
         return updates, {"accepted": accepted, "rejected": rejected, "n_recorded": n_subs}
 
@@ -191,10 +191,10 @@ class FLServerRole:
         agg = AGGREGATORS.get(name)(**(cfg.get("agg_params", {}) if name == cfg["algorithm"] else {}))
         sent0 = sum(rt.endpoint.sent_bytes.values())
         kind = "fl_edge" if children else "fl_train"
-        t0 = time.monotonic_ns()
+        t0 = clock.now_ns()
 
         def one(m: str) -> tuple[str, Message | None, float]:
-            s = time.monotonic_ns()
+            s = clock.now_ns()
             meta: dict[str, Any] = {"role": "fl_server" if children else "fl_client", "cfg": cfg, "round": rnd}
             if children:
                 meta["members"] = children[m]
@@ -203,8 +203,8 @@ class FLServerRole:
             try:
                 reply = rt.request(m, kind, w, meta, rnd, timeout=timeout)
             except Exception:  # a timeout or a failed member: the round goes on without it
-                return m, None, (time.monotonic_ns() - s) / 1e6
-            return m, reply, (time.monotonic_ns() - s) / 1e6
+                return m, None, (clock.now_ns() - s) / 1e6
+            return m, reply, (clock.now_ns() - s) / 1e6
 
         with ThreadPoolExecutor(max(1, min(64, len(members)))) as pool:
             results = list(pool.map(one, members))
@@ -230,7 +230,7 @@ class FLServerRole:
 
             self.wallet.transact("close_round", int(cfg["chain_round"]),
                                  keccak(np.ascontiguousarray(new_w, np.float32).tobytes()), request_id=rnd)
-        t1 = time.monotonic_ns()
+        t1 = clock.now_ns()
         rt.span("round", t0, t1, request_id=rnd, members=len(members), failed=len(failed))
         return {"w": new_w, "contributors": contributors, "chain": chain_info,
                 "failed": failed + [f for _, r, _ in results if r is not None for f in r.meta.get("failed", [])],
@@ -253,7 +253,7 @@ class FLServerRole:
         failed: list[str] = []
         alpha, expo = float(cfg.get("async_alpha", 0.6)), float(cfg.get("staleness_exp", 0.5))
         sent0 = sum(rt.endpoint.sent_bytes.values())
-        t0 = time.monotonic_ns()
+        t0 = clock.now_ns()
         meta: dict[str, Any] = {"role": "fl_client", "cfg": cfg, "round": rnd}
 
         def worker(m: str) -> None:
@@ -289,7 +289,7 @@ class FLServerRole:
             th.start()
         for th in threads:
             th.join()
-        rt.span("round", t0, time.monotonic_ns(), request_id=rnd, members=len(members), failed=len(failed))
+        rt.span("round", t0, clock.now_ns(), request_id=rnd, members=len(members), failed=len(failed))
         return {"w": state["w"], "contributors": sorted(set(contributors)), "failed": failed, "up_bytes": state["up"],
                 "down_bytes": sum(rt.endpoint.sent_bytes.values()) - sent0, "n": len(contributors), "times_ms": {},
                 "staleness_mean": float(np.mean(staleness)) if staleness else 0.0,
@@ -522,7 +522,7 @@ class Federated(Workload):
         futs = [tb.call_async(v, "fl_server", "chain_join", cfg=self.chain_cfg, validator=True)
                 for v in self.validators]
         futs += [tb.call_async(cl, "fl_client", "chain_join", cfg=self.chain_cfg) for cl in self.clients]
-        ray.get(futs, timeout=600)
+        ray.get(futs, timeout=clock.wall(600))
         self.chain_seen = {n: (0.0, 0.0) for n in self.clients}
 
     def _load_split(self, tb: Any, v: Variant) -> None:
@@ -560,7 +560,7 @@ class Federated(Workload):
         if rnd == 0:
             self._load_split(tb, v)
             self.w = self.w0.copy()
-            self.t_variant = time.monotonic()
+            self.t_variant = clock.now()  # the variant's time to accuracy is emulated (column wall_s)
             self.bytes_variant = 0
             for d in self.p.dropouts:
                 count = max(1, int(len(self.clients) * (d.fraction or 0)))
@@ -584,7 +584,7 @@ class Federated(Workload):
         hier = v.hierarchical if v.hierarchical is not None else bool(self.edges)
         label = v.label()
         tb.set_phase(f"{label}/r{rnd}")
-        t0 = time.monotonic()
+        t0 = clock.now()
         if v.mode == "async":
             # one "round" = as many applied updates as clients selected, so rounds stay comparable
             res = tb.call(self.cloud, "fl_server", "run_async", timeout=3600, members=chosen, w=self.w, cfg=cfg,
@@ -610,7 +610,7 @@ class Federated(Workload):
         self.bytes_variant += res["up_bytes"] + res["down_bytes"]
         self.rows.append({"variant": label, "algorithm": v.algorithm, "split": v.split, "compression": v.compression,
                           "hierarchical": hier, "round": rnd + 1, "accuracy": acc, "loss": loss,
-                          "round_s": time.monotonic() - t0, "wall_s": time.monotonic() - self.t_variant,
+                          "round_s": clock.now() - t0, "wall_s": clock.now() - self.t_variant,
                           "up_bytes": res["up_bytes"], "down_bytes": res["down_bytes"],
                           "cum_bytes": self.bytes_variant, "selected": len(chosen), "skipped_deadline": len(skipped),
                           "contributed": len(res["contributors"]), "failed": ",".join(sorted(res["failed"])),

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import queue
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 
+from testbed import clock
 from testbed.transport import Message
 from testbed.workload import MODELS, ROLES
 from workloads.horizontal.tiles import Op, Region, grid, shapes, split_weighted, stages, trace
@@ -77,7 +77,7 @@ class HSplitRole:
     def modnn(self, rt: Any, x: np.ndarray, workers: list[str], weights: list[float], fc_sizes: list[int],
               rid: int, label: str) -> dict[str, Any]:
         """One inference, layer by layer over ``workers`` (``workers[0]`` is this node, the owner)."""
-        t0 = time.monotonic_ns()
+        t0 = clock.now_ns()
         h = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x
         sizes = shapes(self.ops, self.hw)
         with ThreadPoolExecutor(len(workers)) as pool:
@@ -97,7 +97,7 @@ class HSplitRole:
                         lambda wr, x=h, layer=layer: self._fc(rt, wr[0], x, layer, wr[1][0], wr[1][1], rid), parts))
                     h = np.concatenate(outs, axis=1)
                     h = np.asarray(rt.compute(self.key, h, rid, method="point", kwargs={"after": layer}))
-        t1 = time.monotonic_ns()
+        t1 = clock.now_ns()
         rt.span("request", t0, t1, request_id=rid, workers=len(workers), config=label)
         return {"latency_ms": (t1 - t0) / 1e6, "output": h}
 
@@ -118,7 +118,7 @@ class HSplitRole:
         taken: dict[str, int] = {d: 0 for d in devices}
         lock = threading.Lock()
         ready: queue.Queue[int] = queue.Queue()
-        t0 = time.monotonic_ns()
+        t0 = clock.now_ns()
         errors: list[BaseException] = []
 
         def device_loop(dev: str) -> None:
@@ -149,13 +149,13 @@ class HSplitRole:
         done_ms: dict[int, float] = {}
         results: dict[int, np.ndarray] = {}
         while len(done_ms) < len(frames):
-            f = ready.get(timeout=3600)
+            f = ready.get(timeout=clock.wall(3600))
             if f < 0:
                 raise RuntimeError(f"a device failed during FTP: {errors[0]!r}")
             out = outs[f]
             assert out is not None
             results[f] = np.asarray(rt.compute(self.key, out, rid0 + f, method="tail", kwargs={"start": fused}))
-            t_f = time.monotonic_ns()
+            t_f = clock.now_ns()
             done_ms[f] = (t_f - t0) / 1e6
             rt.span("request", t0, t_f, request_id=rid0 + f, devices=len(devices), config=label, frame=f)
         for th in threads:
@@ -165,9 +165,9 @@ class HSplitRole:
 
     def whole(self, rt: Any, x: np.ndarray, rid: int) -> dict[str, Any]:
         """The unsplit model on this node alone (the 1-device reference for latency and output)."""
-        t0 = time.monotonic_ns()
+        t0 = clock.now_ns()
         out = rt.compute(self.key, x, rid)
-        t1 = time.monotonic_ns()
+        t1 = clock.now_ns()
         return {"latency_ms": (t1 - t0) / 1e6, "output": out}
 
 

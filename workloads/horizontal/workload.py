@@ -302,6 +302,6 @@ def _probe(path: Path, shape: list[int], region: dict[str, Any] | None = None) -
     cmd = [sys.executable, "-m", "workloads.horizontal.memprobe", str(path), json.dumps(shape)]
     if region is not None:
         cmd.append(json.dumps(region))
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=True)
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=True)  # wall: a host memory probe
     res: dict[str, int] = json.loads(out.stdout.strip().splitlines()[-1])
     return res

@@ -8,13 +8,13 @@ at the device and ``transfer``/``queue``/``compute`` spans along its way.
 
 from __future__ import annotations
 
-import time
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveInt, field_validator
 
+from testbed import clock
 from testbed.config.models import Tier
 from testbed.errors import ConfigError
 from testbed.topology import Topology
@@ -72,11 +72,11 @@ class InferenceRole:
             if rt.away:  # the device has left (churn): its frames are not sent while it is away
                 if not interval_ms:
                     return i  # back to back: the rest of the chunk is not sent
-                time.sleep(interval_ms / 1e3)  # this frame's slot passes unsent
+                clock.sleep(interval_ms / 1e3)  # this frame's slot passes unsent
                 continue
             x = self._frame(rt)
             rid = first_id + i if record else -1
-            t0 = time.monotonic_ns()
+            t0 = clock.now_ns()
             status = "ok"
             if target == rt.name:
                 rt.compute(self.model, x, rid)
@@ -87,12 +87,12 @@ class InferenceRole:
                     status = self.policy.handle(rt, e, t0, rid, target)
                     if status == "fallback":
                         rt.compute(self.model, x, rid)
-            t1 = time.monotonic_ns()
+            t1 = clock.now_ns()
             if record:
                 rt.span("request", t0, t1, request_id=rid, nbytes=int(x.nbytes), target=target,
                         target_tier=target_tier, status=status)
             if interval_ms:
-                time.sleep(interval_ms / 1e3)
+                clock.sleep(interval_ms / 1e3)
         return n
 
 
@@ -151,7 +151,7 @@ class InferenceWorkload(Workload):
         self.phase_i = 0
         self.stopped: set[str] = set()  # devices that crashed in the current phase
         self.phase_start: float | None = None
-        self.t0 = time.monotonic()
+        self.t0 = clock.now()
         self.reported = 0
         if self.p.warmup:
             tb.set_phase("warmup")
@@ -176,7 +176,7 @@ class InferenceWorkload(Workload):
         targets = self.targets(tb.topology, tier)
         if self.phase_start is None:
             tb.set_phase(tier.value)
-            self.phase_start = time.monotonic()
+            self.phase_start = clock.now()
             self.cursor = {d: 0 for d in targets}
             self.inflight: dict[Any, str] = {}  # a chunk in flight -> its device
             self.stopped = set()
@@ -189,7 +189,7 @@ class InferenceWorkload(Workload):
             if d in busy or d in self.stopped or d in waiting:
                 continue
             if per_phase is not None:
-                if time.monotonic() - self.phase_start >= per_phase:
+                if clock.now() - self.phase_start >= per_phase:
                     continue
                 n = self.p.chunk
             else:
@@ -203,7 +203,7 @@ class InferenceWorkload(Workload):
         progress = 0
         if self.inflight:
             # a short wait when some device is away, so that its return is noticed
-            ready, _ = ray.wait(list(self.inflight), num_returns=1, timeout=0.2 if waiting else None)
+            ready, _ = ray.wait(list(self.inflight), num_returns=1, timeout=clock.wall(0.2) if waiting else None)
             for f in ready:
                 d = self.inflight.pop(f)
                 try:
@@ -216,13 +216,13 @@ class InferenceWorkload(Workload):
         # the phase ends when every device is done; one that is away then does not hold it (its remaining
         # requests are not sent)
         if not self.inflight and all(d in self.stopped or d in waiting or (
-                time.monotonic() - self.phase_start >= per_phase if per_phase is not None
+                clock.now() - self.phase_start >= per_phase if per_phase is not None
                 else self.cursor[d] >= self.n_requests()) for d in targets):
             self.phase_i += 1
             self.phase_start = None
         done = self.phase_i >= len(self.p.tiers)
         if self.duration_s:
-            now = self.total_steps() if done else min(self.total_steps(), int((time.monotonic() - self.t0) * 10))
+            now = self.total_steps() if done else min(self.total_steps(), int((clock.now() - self.t0) * 10))
             progress, self.reported = now - self.reported, now
         return StepResult(progress=progress, done=done, info={"label": tier.value})
 

@@ -9,13 +9,13 @@ Executing the upload while a query thread runs on the testbed is the next step (
 from __future__ import annotations
 
 import dataclasses
-import time
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat
 
+from testbed import clock
 from testbed.config.models import Tier
 from testbed.topology import Topology
 from testbed.transport import Message, goodput_bytes_per_s
@@ -72,33 +72,33 @@ class MigrationRole:
         # the partitions are serialised before the clock starts, as a client would have its model file
         # ready: doing it during the upload would run inside the capped compute process and stall queries
         states = [ray.get(rt.compute_actor.block_state.remote(self.key, a, b)) for a, b in plan]
-        t0 = time.monotonic_ns()
+        t0 = clock.now_ns()
         done: dict[str, float] = {}
 
         def uploader() -> None:
             for (a, b), (flat, spec) in zip(plan, states, strict=True):
-                s = time.monotonic_ns()
+                s = clock.now_ns()
                 rt.request(server, "weights", flat, {"role": "migration", "key": self.key, "spec": spec}, -1,
                            channel="bulk", timeout=3600.0)
-                e = time.monotonic_ns()
+                e = clock.now_ns()
                 rt.span("upload", s, e, nbytes=int(flat.nbytes), src=rt.name, dst=server, partition=[a, b],
                         t_rel_ms=(e - t0) / 1e6, plan=label)
                 with lock:
                     uploaded.update(range(a, b))
-            done["upload_ms"] = (time.monotonic_ns() - t0) / 1e6
+            done["upload_ms"] = (clock.now_ns() - t0) / 1e6
 
         th = threading.Thread(target=uploader, name="tb-upload", daemon=True)
         th.start()
         q = 0
-        while (time.monotonic_ns() - t0) / 1e6 < horizon_ms or th.is_alive():
+        while (clock.now_ns() - t0) / 1e6 < horizon_ms or th.is_alive():
             with lock:
                 now_up = frozenset(uploaded)
             pred, on_server = query_plan(prof, now_up)
             hops = self._hops(rt, server, prof.n, set(on_server))
             x = rt.rng.integers(0, 256, size=(1, *self.split.shape), dtype=np.uint8)
-            s = time.monotonic_ns()
+            s = clock.now_ns()
             self.split.infer_once(rt, hops, x)
-            e = time.monotonic_ns()
+            e = clock.now_ns()
             rt.span("request", s, e, request_id=q, t_rel_ms=(s - t0) / 1e6, uploaded_blocks=len(now_up),
                     server_blocks=len(on_server), predicted_ms=pred, plan=label)
             q += 1

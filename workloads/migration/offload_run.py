@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator
 
+from testbed import clock
 from testbed.config.models import Tier
 from testbed.errors import ConfigError
 from testbed.topology import Topology
@@ -172,7 +173,7 @@ class PartitionOffloading(Workload):
             calls.append(tb.call_async(c, "split", "run_requests", n=self.p.requests_per_algorithm,
                                        first_id=i * 1_000_000, attrs={"algorithm": algorithm,
                                                                       "predicted_ms": predicted[i] * 1e3}, **kw))
-        ray.get(calls, timeout=3600)
+        ray.get(calls, timeout=clock.wall(3600))
         row["executed"] = True
         self.rows.append(row)
 
@@ -203,7 +204,7 @@ class PartitionOffloading(Workload):
                 c, "migration", "upload_and_query", server=server, plan=[list(r) for r in parts],
                 profile=dataclasses.asdict(prof), horizon_ms=horizon, label=label)))
         for c, server, m, parts, horizon, ref in jobs:
-            res = ray.get(ref, timeout=3600)
+            res = ray.get(ref, timeout=clock.wall(3600))
             self.upload_rows.append({"client": c, "server": server, "model": m, "upload_plan": self.p.upload_plan,
                                      "partitions": len(parts), "horizon_s": horizon / 1e3,
                                      "measured_upload_s": res["upload_ms"] / 1e3, "queries": res["queries"],

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator
 
+from testbed import clock
 from testbed.config.models import LinkSpec, Tier
 from testbed.topology import Topology
 from testbed.transport import Message
@@ -162,22 +162,22 @@ class SplitRole:
         _, _, c1 = hops[0]
         key = key or self.key
         shape = tuple(input_shape) if input_shape else self.shape
-        next_start = time.monotonic_ns()
+        next_start = clock.now_ns()
         for i in range(n):
             if rt.away:  # the device has left (churn): its frames are not sent while it is away
                 if not interval_ms:
                     return i  # back to back: the rest of the chunk is not sent
-                while (wait := next_start - time.monotonic_ns()) > 0:  # this frame's slot passes unsent
-                    time.sleep(wait / 1e9)
+                while (wait := next_start - clock.now_ns()) > 0:  # this frame's slot passes unsent
+                    clock.sleep(wait / 1e9)
                 next_start += int(interval_ms * 1e6)
                 continue
             rid = first_id + i if record else -1
             x: np.ndarray = rt.rng.integers(0, 256, size=(1, *shape), dtype=np.uint8)
             if interval_ms:
-                while (wait := next_start - time.monotonic_ns()) > 0:
-                    time.sleep(wait / 1e9)
+                while (wait := next_start - clock.now_ns()) > 0:
+                    clock.sleep(wait / 1e9)
                 next_start += int(interval_ms * 1e6)
-            t0 = time.monotonic_ns()
+            t0 = clock.now_ns()
             if c1 > 0:
                 x = rt.compute(key, x, rid, 0, c1)
             status = "ok"
@@ -188,12 +188,12 @@ class SplitRole:
                     status = self.policy.handle(rt, e, t0, rid, hops[1][0])
                     if status == "fallback":
                         x = rt.compute(key, x, rid, c1, None)  # the rest of the model, here
-            t1 = time.monotonic_ns()
+            t1 = clock.now_ns()
             if record:
                 rt.span("request", t0, t1, request_id=rid, target=hops[-1][0], status=status, **attrs)
         # the last frame's period too, so that chunks of one request keep the camera's pace
-        while interval_ms and (wait := next_start - time.monotonic_ns()) > 0:
-            time.sleep(wait / 1e9)
+        while interval_ms and (wait := next_start - clock.now_ns()) > 0:
+            clock.sleep(wait / 1e9)
         return n
 
 
@@ -330,7 +330,7 @@ class SplitInference(Workload):
             if c2 < prof.n:
                 hops.append([c, c2, prof.n])
             attrs = {"planner": ps.label, "uplink_mbit": bw, "c1": c1, "c2": c2, "n_blocks": prof.n,
-                     "uplink_now_mbit": self._access(topo, d)[1].rate_mbit, "planned_at_ns": time.monotonic_ns(),
+                     "uplink_now_mbit": self._access(topo, d)[1].rate_mbit, "planned_at_ns": clock.now_ns(),
                      "predicted_ms": pred.latency_ms, "predicted_energy_j": pred.device_energy_j}
             self.current[d] = (hops, attrs)
             acc = self._compression_cost(tb, d, hops) if self.p.compression != "none" and tb.is_present(d) else {}
@@ -368,7 +368,7 @@ class SplitInference(Workload):
                 if self.p.interval_ms or tb.is_present(d)]
         ray.get(futs)
         if not futs:
-            time.sleep(0.2)  # every device is away: give the scenario time rather than use up the plan at once
+            clock.sleep(0.2)  # every device is away: give the scenario time rather than use up the plan at once
         return len(self.current)
 
     def total_steps(self) -> int:
