@@ -5,11 +5,12 @@ runs one intra-op thread (host-facts: more threads than the quota's cores waste 
 under the dilation backend, stretches each call to the class's time by sleeping the remainder.
 
 Times are emulated (``testbed.clock``): the run's time dilation ``k`` is configured first thing, and a call that
-lasts ``T`` on the emulated class lasts ``T * k`` on the host. Under ``dilation`` a whole-model call is paced to the
-class's figure itself (``target_ms``), a call on blocks of a chain to the figure times the blocks' share of the
-chain's CPU time (profiled when the chain is loaded), and any other call (a model's own entry point, a model other
-than the node's) to its thread-CPU time times the plan's ``slowdown``. The real model runs in every case; the
-emulated time is late (``late_ms`` > 0) only when the host did not finish within the stretched time.
+lasts ``T`` on the emulated class lasts ``T * k`` on the host. Under ``dilation`` a whole-model call is paced to
+the class's figure itself (``target_ms``); a call on blocks of a chain to the figure times the blocks' share of
+the chain's CPU time (profiled when the chain is loaded, and again by each ``profile_blocks``); any other call (a
+model's own entry point, a model other than the node's) to its thread-CPU time times the plan's ``slowdown``.
+The real model runs in every case; the emulated time is late (``late_ms`` > 0) only when the host did not finish
+within the stretched time.
 """
 
 from __future__ import annotations
@@ -90,9 +91,10 @@ class ComputeActor:
             self.load(key, model_name, seed, weights_path)
             self.chains[key] = partition(self.models[key], torch.zeros(1, *md.input_shape), model_name)
             self.chain_model[key] = model_name
-            cpu = self.profile_blocks(key, 3)["cpu_ms"] if any(
-                p["backend"] == "dilation" for p in self.plans.values()) else [1.0] * len(self.chains[key].blocks)
-            self.shares[key] = [c / sum(cpu) for c in cpu] if sum(cpu) > 0 else [1.0 / len(cpu)] * len(cpu)
+            n = len(self.chains[key].blocks)
+            self.shares[key] = [1.0 / n] * n
+            if any(p["backend"] == "dilation" for p in self.plans.values()):
+                self.profile_blocks(key, 3)  # sets the shares
         return [dataclasses.asdict(i) for i in self.chains[key].info]
 
     def block_state(self, key: str, start: int, end: int) -> tuple[np.ndarray, list[list[Any]]]:
@@ -139,7 +141,12 @@ class ComputeActor:
                     if it:  # the first pass warms up
                         cpu[i].append((time.thread_time_ns() - c0) / 1e6)
                         wall[i].append((time.perf_counter_ns() - w0) / 1e6)  # wall: host time
-        return {"cpu_ms": [statistics.median(c) for c in cpu], "wall_ms": [statistics.median(w) for w in wall]}
+        med = [statistics.median(c) for c in cpu]
+        if key in self.shares and sum(med) > 0:
+            # the latest profile is what paced calls on blocks follow: a planner that predicts from this profile
+            # and the calls it then makes see the same per-block class times
+            self.shares[key] = [c / sum(med) for c in med]
+        return {"cpu_ms": med, "wall_ms": [statistics.median(w) for w in wall]}
 
     def forward(self, node: str, key: str, x: np.ndarray, sent_ns: int, start_block: int = 0,
                 end_block: int | None = None, method: str | None = None,

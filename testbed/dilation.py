@@ -6,22 +6,25 @@
     model, times a headroom for load and spread (``HEADROOM``), must fit in the class's time stretched ``k``
     times: ``k >= HEADROOM * host_ms / class_ms``; and
 (b) the nodes' summed CPU demand fits in ``UTILISATION`` of the host's cores: a node that computes without pause
-    burns ``host_ms / (class_ms * k)`` of a core, so ``k >= sum(host_ms / class_ms) / (UTILISATION * cores)``.
-    A device pool's devices share one process, which counts at most as many devices as the host has cores.
+    burns ``min(1, host_ms / (class_ms * k))`` of a core (one compute thread), and ``k`` is the smallest for which
+    the sum fits. A device pool's devices share one process, which counts at most as many devices as the host
+    has cores.
 
 ``k`` may come out below 1 (a light topology runs faster than real time), but never below ``MIN_K`` (below it the
 per-hop transport and Ray call overheads, which are not dilated, would grow past the emulated link delays), nor
 below what keeps every link's wall rate (``rate / k``) within ``LINK_MAX_WALL_MBIT``. A run with no compute to
 emulate keeps ``k = 1``.
 A class that cannot be reached within ``max_time_dilation`` refuses the run, unless the user lets it run as an
-approximation (``approximate_classes: true``), which the manifest and the warnings then say.
+approximation (``approximate_classes: true``): ``k`` then reaches every other class, and the manifest and the
+warnings name the approximated nodes.
 
 Only figures in the catalog (published, measured, or derived there with their sources) drive ``k``. A model the
 catalog has no figure for on a class (the small custom nets of the tests, FL and the chain workloads) gets a
 figure derived at run time from the class's ratio to this host on its other models (``class_target_ms``). That
-is an approximation already: it does not raise ``k``, and where ``k`` does not reach it the node runs as fast
-as the host allows and is listed as approximated. (On accelerator classes the ratio of large models makes a tiny
-net absurdly fast, e.g. 0.008 ms for a 2 ms CNN on a V100, which would ask for a ``k`` of about 500.)
+is an approximation already: it raises ``k`` neither for speed nor for CPU demand, and where ``k`` does not
+reach it the node runs as fast as the host allows and is listed as approximated. (On accelerator classes the
+ratio of large models makes a tiny net absurdly fast, e.g. 0.008 ms for a 2 ms CNN on a V100, which would ask
+for a ``k`` of about 500.)
 
 The headroom is 2.0 on the median: a CPU-burning competitor on every core halves the share of a core each
 compute process gets, doubling the wall time of a forward (measured; docs/design-notes.md, "Time dilation").
@@ -115,44 +118,60 @@ def choose(topology: Topology, models: dict[str, str | None], store: Calibration
     """The run's ``k`` (see the module docstring). Raises ConfigError when a class cannot be reached."""
     cores = host_cores or os.cpu_count() or 1
     needs = node_needs(topology, models, store)
+    catalogued = [nd for nd in needs if nd.catalogued]
     pool_size: dict[str, int] = {}
     for node in topology.nodes.values():
         if node.pool:
             pool_size[node.pool] = pool_size.get(node.pool, 0) + 1
-    demand = 0.0
+    weights = []
     for nd in needs:
+        if not nd.catalogued or nd.k_needed > max_time_dilation:  # approximations do not raise k (see above)
+            continue
         pool = topology.nodes[nd.node].pool
-        weight = 1.0 if pool is None else min(pool_size[pool], cores) / pool_size[pool]
-        demand += weight * nd.host_ms / nd.class_ms
-    catalogued = [nd for nd in needs if nd.catalogued]
-    k_speed = max((nd.k_needed for nd in catalogued), default=0.0)
-    k_demand = demand / (UTILISATION * cores)
+        weights.append((1.0 if pool is None else min(pool_size[pool], cores) / pool_size[pool],
+                        nd.host_ms / nd.class_ms))
+    demand = sum(w * r for w, r in weights)
+
+    def cores_at(k: float) -> float:  # a node computing without pause uses at most its one thread
+        return sum(w * min(1.0, r / k) for w, r in weights)
+    unreachable = [nd for nd in catalogued if nd.k_needed > max_time_dilation]
+    k_speed = max((nd.k_needed for nd in catalogued if nd.k_needed <= max_time_dilation), default=0.0)
+    budget = UTILISATION * cores
+    if cores_at(1e-9) <= budget:
+        k_demand = 0.0
+    elif cores_at(max_time_dilation) > budget:
+        k_demand = math.inf
+    else:  # the smallest k whose demand fits (cores_at falls as k grows)
+        lo, hi = 1e-6, max_time_dilation
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            lo, hi = (lo, mid) if cores_at(mid) <= budget else (mid, hi)
+        k_demand = hi
     warnings: list[str] = []
     if requested == "auto":
         mode = "auto"
+        if unreachable and not approximate:
+            need = max(nd.k_needed for nd in unreachable)
+            raise ConfigError(
+                f"reaching every class's speed needs time_dilation {need:.1f}, above max_time_dilation "
+                f"{max_time_dilation:g} (" + ", ".join(f"{nd.node}: {nd.hardware_class} {nd.class_ms:g} ms on "
+                                                      f"{nd.model}, host {nd.host_ms:.1f} ms" for nd in unreachable)
+                + ")", file=source or None, path="max_time_dilation",
+                fix=f"raise max_time_dilation to {_nice(need):g} (the run takes that many times longer), or set "
+                    "approximate_classes: true to reach the other classes and run these as fast as the host allows")
         k_links = max((max(lk.up.rate_mbit, lk.down.rate_mbit) for lk in topology.links), default=0.0) \
             / LINK_MAX_WALL_MBIT
         # k < 1 only to go faster than the world where catalogued classes run; otherwise real time at least
         floor = MIN_K if catalogued else 1.0
-        raw = max(k_speed, k_demand, k_links, floor)
-        binding = ("class speed: " + max(catalogued, key=lambda nd: nd.k_needed).node if raw == k_speed and catalogued
+        raw = max(k_speed, min(k_demand, max_time_dilation), k_links, floor)
+        reach = [nd for nd in catalogued if nd.k_needed <= max_time_dilation]
+        binding = ("class speed: " + max(reach, key=lambda nd: nd.k_needed).node if raw == k_speed and reach
                    else "CPU demand" if raw == k_demand else "link rate" if raw == k_links
                    else "floor" if catalogued else "real time: no catalogued figure to reach")
-        k = _nice(raw)
-        if k > max_time_dilation:
-            if k_speed > max_time_dilation and not approximate:
-                slow = [nd for nd in catalogued if nd.k_needed > max_time_dilation]
-                raise ConfigError(
-                    f"reaching every class's speed needs time_dilation {k_speed:.1f}, above max_time_dilation "
-                    f"{max_time_dilation:g} (" + ", ".join(f"{nd.node}: {nd.hardware_class} {nd.class_ms:g} ms on "
-                                                          f"{nd.model}, host {nd.host_ms:.1f} ms" for nd in slow) + ")",
-                    file=source or None, path="max_time_dilation",
-                    fix=f"raise max_time_dilation to {_nice(k_speed):g} (the run takes that many times longer), or set "
-                        "approximate_classes: true to run the faster classes as approximations")
-            if k_speed <= max_time_dilation:
-                warnings.append(f"the nodes' CPU demand asks for time_dilation {k_demand:.1f}; capped at "
-                                f"max_time_dilation {max_time_dilation:g}: nodes contend when they compute at once")
-            k = max_time_dilation
+        k = min(_nice(raw), max_time_dilation)
+        if k_demand > max_time_dilation:
+            warnings.append(f"the nodes' CPU demand does not fit {UTILISATION:.0%} of the {cores} cores even at "
+                            f"max_time_dilation {max_time_dilation:g}: nodes contend when they compute at once")
             binding = "max_time_dilation"
     else:
         mode = "fixed"

@@ -147,6 +147,15 @@ def render_report(run_dir: str | Path) -> Path:
              + f"; backends: {html.escape(json.dumps(m.get('backends', {}).get('links')))} links, "
              f"{html.escape(json.dumps(m.get('backends', {}).get('compute')))} compute; seed {m.get('seed')}; "
              f"git {html.escape(str(m.get('git', {}).get('revision')))}</p>"]
+    tm = m.get("time")
+    if tm:
+        how = tm.get("how", {})
+        approx = ", ".join(how.get("approximated") or [])
+        parts.append(f"<p>Times are emulated. Time dilation k = {tm.get('time_dilation'):g} "
+                     f"({html.escape(str(how.get('mode')))}, set by {html.escape(str(how.get('binding')))}): "
+                     f"{tm.get('emulated_s', float('nan')):.1f} s emulated took "
+                     f"{tm.get('wall_s', float('nan')):.1f} s of wall time."
+                     + (f" Approximated (class not reached): {html.escape(approx)}." if approx else "") + "</p>")
     if m.get("warnings"):
         parts.append("<h2>Warnings</h2><ul>" + "".join(f"<li>{html.escape(w)}</li>" for w in m["warnings"]) + "</ul>")
     if (r.path / "findings.csv").exists():

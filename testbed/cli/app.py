@@ -92,6 +92,12 @@ def run(experiment: Annotated[Path, typer.Argument(help="experiment YAML")],
             colour = {"held": "green", "did not hold": "red"}.get(str(r.result), "cyan")
             ev = f" [dim]({r.evidence})[/]" if isinstance(getattr(r, "evidence", None), str) and r.evidence else ""
             console.print(f"[{colour}]{r.result}[/]: {r.finding}{ev}", highlight=False)
+    tm = outcome.manifest.get("time")
+    if tm:
+        console.print(f"time dilation k = {tm['time_dilation']:g} ({tm['how']['mode']}, set by {tm['how']['binding']}"
+                      "): "
+                      f"times above are emulated; {tm.get('emulated_s', 0):.1f} s emulated took "
+                      f"{tm.get('wall_s', 0):.1f} s of wall time", highlight=False)
     console.print(f"results: {outcome.path}")
 
 
@@ -295,7 +301,7 @@ def _print_rows(rows: list[Any]) -> None:
 @app.command()
 def bench(which: Annotated[str, typer.Argument(
               help="suites: fidelity | seeds | scale; single benchmarks: links | transport | classes | demo | "
-                   "fl-flower | chain | trace | all")] = "all",
+                   "dilation | classes-all | fl-flower | chain | trace | all")] = "all",
           out: Annotated[Path, typer.Option(help="where to store the JSON record")] = Path("results/bench"),
           size: Annotated[str, typer.Option(help="suite size (fidelity, seeds): quick (under 10 min) or full")]
           = "quick",
@@ -303,9 +309,11 @@ def bench(which: Annotated[str, typer.Argument(
           url: Annotated[str | None, typer.Option(help="chain: also time a JSON-RPC node on this machine")] = None,
           quick: Annotated[bool, typer.Option("--quick", help="same as --size quick")] = False,
           full: Annotated[bool, typer.Option("--full", help="same as --size full")] = False,
+          load: Annotated[bool, typer.Option("--load", help="run beside a CPU-burning competitor on every core "
+                                                           "(the host made slower; killed when the bench ends)")]
+          = False,
           ) -> None:
     """Measure the emulation against its targets and print measured beside target."""
-    import datetime as dt
 
     from testbed import bench as b
 
@@ -315,6 +323,21 @@ def bench(which: Annotated[str, typer.Argument(
     size = "quick" if quick else "full" if full else size
 
     logging.basicConfig(level=logging.WARNING)
+    if load:
+        from testbed.bench_time import competitor
+
+        with competitor() as pids:
+            console.print(f"CPU-burning competitor on every core: pids {', '.join(map(str, pids))}")
+            _bench(which, out, size, only, url, b)
+        return
+    _bench(which, out, size, only, url, b)
+
+
+def _bench(which: str, out: Path, size: str, only: str | None, url: str | None, b: Any) -> None:
+    import datetime as dt
+
+    from testbed import bench_time as bt
+
     if which == "seeds":
         _seeds(size, out, only)
         return
@@ -331,7 +354,9 @@ def bench(which: Annotated[str, typer.Argument(
     links, compute = b.available_backends()
     jobs: dict[str, Callable[[], list[b.Row]]] = {
         "links": lambda: b.bench_links(links), "transport": lambda: sum((b.bench_transport(x) for x in links), []),
-        "classes": lambda: b.bench_classes(compute), "demo": b.bench_demo, "fl-flower": _fl_flower,
+        "classes": lambda: b.bench_classes(compute), "demo": bt.bench_demo_host,
+        "dilation": lambda: bt.bench_dilated_links(links[:2]) + bt.bench_dilation_compute(compute[-1]),
+        "classes-all": lambda: bt.bench_classes_all(compute[-1]), "fl-flower": _fl_flower,
         "chain": lambda: _chain(links, url), "trace": lambda: b.bench_traces(links)}
     label = which
     if which == "fidelity":
@@ -341,7 +366,7 @@ def bench(which: Annotated[str, typer.Argument(
         jobs = dict(b.fidelity(size, links, compute))  # the suite's own sizes of the same benchmarks
         names, label = list(jobs), f"fidelity-{size}"
     elif which == "all":
-        names = [j for j in jobs if j not in ("fl-flower", "chain")]
+        names = [j for j in jobs if j not in ("fl-flower", "chain", "dilation", "classes-all")]
     elif which in jobs:
         names = [which]
     else:

@@ -236,6 +236,16 @@ def load_experiment(path: str | Path, catalog: Catalog | None = None) -> Experim
                           fix="give a path relative to the experiment file or the repository root")
     topo = load_topology(topo_path, catalog)
     wl.check(params, topo, str(path))
+    if spec.time_dilation != "auto":  # a fixed k is checked here; auto's k is checked once chosen, before building
+        from testbed.emulation.tc import check_rate
+
+        for lk in topo.links:
+            for d, ls in (("up", lk.up), ("down", lk.down)):
+                try:
+                    check_rate(ls.rate_mbit, float(spec.time_dilation))
+                except ValueError as e:
+                    raise ConfigError(f"link {lk.name} ({d}): {e}", file=str(path), path="time_dilation",
+                                      fix="a smaller time_dilation, or a faster link") from None
     if spec.scenario is not None:
         from testbed.scenario import timeline
 

@@ -72,7 +72,8 @@ def test_beyond_the_bound_refuses_or_approximates(tmp_path: Path) -> None:
         choose(t, m, store(resnet18=75.0), max_time_dilation=5, host_cores=2, source="x.yaml")  # type: ignore[arg-type]
     assert "max_time_dilation" in str(e.value) and "approximate_classes" in str(e.value) and "cloud" in str(e.value)
     ch = choose(t, m, store(resnet18=75.0), max_time_dilation=5, approximate=True, host_cores=2)  # type: ignore[arg-type]
-    assert ch.k == 5 and ch.approximated == ["cloud"]
+    assert ch.k == pytest.approx(HEADROOM * 75.0 / 100.3, rel=0.1)  # reaches the Pi, not beyond
+    assert ch.approximated == ["cloud"]
     assert any("cloud" in w and "may not reach" in w for w in ch.warnings)
 
 
@@ -110,3 +111,17 @@ def test_bad_time_dilation_is_one_clear_message(tmp_path: Path, value: str) -> N
         load_experiment(p)
     msg = str(e.value)
     assert "time_dilation" in msg and "positive finite number" in msg and str(p) in msg
+
+
+def test_a_k_no_tbf_can_hold_is_refused_by_validate(tmp_path: Path) -> None:
+    (tmp_path / "t.yaml").write_text("name: t\nnodes:\n  - {name: a, tier: device, hardware_class: rpi4b}\n"
+                                     "  - {name: b, tier: edge, hardware_class: rpi4b}\n"
+                                     "links:\n  - {ends: [a, b], up: {rate: 20kbit}, down: {rate: 20kbit}}\n")
+    exp = "name: e\ntopology: t.yaml\nworkload: {name: inference, params: {tiers: [device, edge]}}\n"
+    (tmp_path / "e.yaml").write_text(exp + "time_dilation: 500\n")
+    with pytest.raises(ConfigError) as e:
+        load_experiment(tmp_path / "e.yaml")
+    msg = str(e.value)
+    assert "time_dilation" in msg and "a--b" in msg and "smaller time_dilation" in msg
+    (tmp_path / "e.yaml").write_text(exp + "time_dilation: 50\n")
+    assert load_experiment(tmp_path / "e.yaml").spec.time_dilation == 50.0
