@@ -29,9 +29,9 @@ workload:
       - {{algorithm: fedavg, hierarchical: false, compression: topk, topk_frac: 0.2, rounds: 3}}
       - {{algorithm: fedavg, mode: async, local_epochs: 2, rounds: 3}}
     dropouts: [{{round: 2, clients: [c3]}}]
-# the clients train at about host speed (the small net has no catalogued figure): k = 4 gives the 5 s round timeout
-# four times the host's time, so a slow or loaded host no longer times a round's clients out
-time_dilation: 4
+# the clients train at about host speed (the small net has no catalogued figure): k = 3 gives the 5 s round timeout
+# three times the host's time, so a slow or loaded host no longer times a round's clients out
+time_dilation: 3
 """)
     out = run_experiment(load_experiment(exp), tmp_path / "results")
     r = pd.read_parquet(out.path / "fl_rounds.parquet")
