@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import numpy as np
@@ -85,6 +85,11 @@ def steady_goodput_mbit(a: Any, b: Any, rate_mbit: float, emulated_s: float = 0.
     return sum(m.payload_bytes for m in got[1:]) * 8 / (span_ns / 1e9) / 1e6
 
 
+def _measure(pairs: dict[tuple[str, float], Any], key: tuple[str, float], got: dict[tuple[str, float], float]) -> None:
+    a, b, _ = pairs[key]
+    got[key] = steady_goodput_mbit(a, b, key[1])
+
+
 def _one_link(be: str, rate: float, out: dict[tuple[str, float], float]) -> None:
     with endpoints(be, link(rate)) as (a, b, _):
         out[(be, rate)] = steady_goodput_mbit(a, b, rate)
@@ -108,11 +113,14 @@ def bench_dilated_links(backends: list[str], ks: tuple[float, ...] = DILATIONS, 
         with clock.dilated(k):
             got: dict[tuple[str, float], float] = {}
             slow = [(be, r) for be in backends for r in rates if r / k <= CONCURRENT_WALL_MBIT]
-            threads = [threading.Thread(target=_one_link, args=(be, r, got), daemon=True) for be, r in slow]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
+            with ExitStack() as stack:  # built one after another, measured side by side
+                pairs = {(be, r): stack.enter_context(endpoints(be, link(r))) for be, r in slow}
+
+                threads = [threading.Thread(target=_measure, args=(pairs, key, got), daemon=True) for key in slow]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
             for be in backends:
                 for r in rates:
                     if (be, r) not in slow:
@@ -201,9 +209,12 @@ def class_groups(models: tuple[str, ...], span: float = 8.0) -> list[tuple[str, 
     return out
 
 
-def bench_classes_all(compute: str, models: tuple[str, ...] = ("resnet18", "mobilenet_v2", "alexnet", "vgg16",
-                                                                "resnet50"),
-                      requests: int = 8, max_time_dilation: float = 5000.0, max_wall_s: float = 240.0) -> list[Row]:
+QUICK_MODELS = ("resnet18", "mobilenet_v2", "alexnet")
+FULL_MODELS = (*QUICK_MODELS, "vgg16", "resnet50")
+
+
+def bench_classes_all(compute: str = "dilation", models: tuple[str, ...] = QUICK_MODELS, requests: int = 5,
+                      max_time_dilation: float = 5000.0, max_wall_s: float = 120.0) -> list[Row]:
     """Every catalog class on every model it has a figure for, the nodes of one group computing at once at the
     ``k`` auto picks for them. A group whose run would take more than ``max_wall_s`` is cut to fewer requests
     (at least 3 on its slowest node)."""

@@ -356,7 +356,8 @@ def _bench(which: str, out: Path, size: str, only: str | None, url: str | None, 
         "links": lambda: b.bench_links(links), "transport": lambda: sum((b.bench_transport(x) for x in links), []),
         "classes": lambda: b.bench_classes(compute), "demo": bt.bench_demo_host,
         "dilation": lambda: bt.bench_dilated_links(links[:2]) + bt.bench_dilation_compute(compute[-1]),
-        "classes-all": lambda: bt.bench_classes_all(compute[-1]), "fl-flower": _fl_flower,
+        "classes-all": lambda: bt.bench_classes_all(models=bt.FULL_MODELS if size == "full" else bt.QUICK_MODELS),
+        "fl-flower": _fl_flower,
         "chain": lambda: _chain(links, url), "trace": lambda: b.bench_traces(links)}
     label = which
     if which == "fidelity":
