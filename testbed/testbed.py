@@ -499,7 +499,7 @@ class Testbed:
             if plan.backend == "dilation":
                 value *= plan.target_ms / med
             else:
-                value = max(0.01, value * med / plan.target_ms)
+                value = min(1.0, max(0.01, value * med / plan.target_ms))  # one thread: at most one core
         return value, err
 
     def probe(self, node: str, key: str, model: str, iters: int = 5) -> tuple[list[float], list[float]]:

@@ -67,12 +67,25 @@ class CgroupLeaf:
         """Overwrite the limits (re-applying replaces, never stacks)."""
         # The kernel rejects a CFS quota below 1 ms, so the period grows for very small shares.
         if cpu_cores is not None and cpu_cores * period_us < 1000:
-            period_us = int(1000 / cpu_cores) + 1
+            period_us = min(1_000_000, int(1000 / cpu_cores) + 1)  # the kernel's longest period is 1 s
         if self.mode == "v1":
             cpu, mem = (Path(d) for d in self.dirs)
-            (cpu / "cpu.cfs_period_us").write_text(str(period_us))
             quota = -1 if cpu_cores is None else max(1000, int(cpu_cores * period_us))
-            (cpu / "cpu.cfs_quota_us").write_text(str(quota))
+            try:
+                (cpu / "cpu.cfs_period_us").write_text(str(period_us))
+                (cpu / "cpu.cfs_quota_us").write_text(str(quota))
+            except OSError as e:
+                # seen now and then as EINVAL on the quota (issue 17): lift the quota, then set period and quota
+                # again from a clean state, and if the kernel still refuses, say what was asked
+                if e.errno != errno.EINVAL:
+                    raise
+                try:
+                    (cpu / "cpu.cfs_quota_us").write_text("-1")
+                    (cpu / "cpu.cfs_period_us").write_text(str(period_us))
+                    (cpu / "cpu.cfs_quota_us").write_text(str(quota))
+                except OSError as e2:
+                    raise OSError(e2.errno, f"{cpu}: the kernel refused cfs_period_us={period_us} "
+                                            f"cfs_quota_us={quota} ({cpu_cores} cores): {e2.strerror}") from e
             if memory_bytes is not None:
                 (mem / "memory.limit_in_bytes").write_text(str(memory_bytes))
                 memsw = mem / "memory.memsw.limit_in_bytes"
