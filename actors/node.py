@@ -17,8 +17,6 @@ from testbed import clock
 class NodeActor:
     def __init__(self, run_id: str, nodes: list[dict[str, Any]], compute: Any, seed: int,
                  sample_interval_s: float = 0.5, time_dilation: float = 1.0) -> None:
-        from testbed import clock
-
         clock.configure(time_dilation)  # before any endpoint or role reads the clock
         from testbed.metrics import Buffer
         from testbed.node import NodeRuntime

@@ -430,9 +430,8 @@ class Testbed:
         nodes of a (class, model) fitted in this run get its quota and a short check (one round of
         ``iters // 5`` calls), so seven Pi 3Bs on VGG-16 cost one fit, not seven.
 
-        * ``dilation``: factor = target / median thread-CPU time, then corrected with the sleeps in
-          place (calls separated by sleeps run on colder caches and cost more CPU);
-        * ``cgroup``: CFS quota corrected by measured / target.
+        Only ``cgroup`` nodes are fitted (CFS quota corrected by measured / target): a ``dilation`` node's
+        whole-model calls are paced to the class's figure itself (actors/compute.py).
         """
         import ray
 
@@ -446,22 +445,15 @@ class Testbed:
                 if p.backend != "cgroup" or p.host_speed or p.model is None or p.target_ms is None:
                     continue
                 key = fit_key(p.hardware_class, p.model, self.k)
-                dil = p.backend == "dilation"
-                cache = store.dilation_slowdown if dil else store.cgroup_cores
+                cache = store.cgroup_cores
                 ray.get(g.compute_actor.load.remote(p.model, p.model, self.seed))
                 if (g.name, key) in done:  # another member of the same pool: same process, same value
                     value = done[(g.name, key)]
                     err = float("nan")
-                elif not dil and key in fitted:
+                elif key in fitted:
                     # the same class and model already fitted in this run: an identical quota in a cgroup of
                     # its own gives the same speed, so apply it and check it briefly instead of refitting
                     value, err = self._fit_loop(g, n, p, fitted[key], tolerance_pct, max(3, iters // 5), 1)
-                elif dil:
-                    value = cache.get(key, 0.0)
-                    if not value:
-                        ray.get(g.compute_actor.set_plan.remote(n, dict(p.to_dict(), slowdown=1.0)))
-                        value = p.target_ms / statistics.median(self._probe(g, n, p.model, iters)[1])
-                    value, err = self._fit_loop(g, n, p, value, tolerance_pct, iters, rounds)
                 else:
                     value, err = self._fit_loop(g, n, p, cache.get(key, p.cpu_cores or 1.0), tolerance_pct, iters,
                                                 rounds)
@@ -469,9 +461,9 @@ class Testbed:
                 done[(g.name, key)] = value
                 cache[key] = value
                 if err == err:  # not NaN
-                    store.fit_error_pct[key + ("/dilation" if dil else "/cgroup")] = err
+                    store.fit_error_pct[key + "/cgroup"] = err
                 store.save()
-                out[n] = {("slowdown" if dil else "cores"): value, "error_pct": err}
+                out[n] = {"cores": value, "error_pct": err}
                 g.plans[n] = plan_compute(n, self.topology.nodes[n].hardware, p.model, p.backend, store, self.k)
                 self._apply(g, n, g.plans[n], value)
         return out
