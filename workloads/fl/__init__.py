@@ -491,6 +491,8 @@ class Federated(Workload):
         self.chain_cfg: dict[str, Any] = {}
         if self.p.chain is not None and any(v.chain for v in self.p.variants):
             self._start_chain(tb)
+        # the first variant's shards now, so the run's clock (and the scenario's) starts with its first round
+        self._load_split(tb, self.p.variants[0])
 
     def _start_chain(self, tb: Any) -> None:
         """BlockFL: the chain behind the cloud, the contract with the cloud as coordinator, every client and
