@@ -400,5 +400,9 @@ def available_backends() -> tuple[list[str], list[str]]:
 
 
 def as_records(rows: list[Row]) -> list[dict[str, Any]]:
-    return [dict(vars(r), ok=r.ok) for r in rows]
+    """JSON-ready rows: numpy scalars (a pandas median, a numpy comparison) become Python numbers."""
+    def py(v: Any) -> Any:
+        return v.item() if isinstance(v, np.generic) else v
+
+    return [{k: py(v) for k, v in dict(vars(r), ok=r.ok).items()} for r in rows]
 

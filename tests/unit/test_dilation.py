@@ -125,3 +125,18 @@ def test_a_k_no_tbf_can_hold_is_refused_by_validate(tmp_path: Path) -> None:
     assert "time_dilation" in msg and "a--b" in msg and "smaller time_dilation" in msg
     (tmp_path / "e.yaml").write_text(exp + "time_dilation: 50\n")
     assert load_experiment(tmp_path / "e.yaml").spec.time_dilation == 50.0
+
+
+def test_bench_records_are_json_with_numpy_figures() -> None:
+    """A bench row may carry numpy scalars (a pandas median, a numpy comparison); its record must still be JSON
+    (the demo bench once finished 13 minutes of runs and then failed writing its record)."""
+    import json
+
+    import numpy as np
+
+    from testbed.bench import Row, as_records
+
+    rows = [Row("demo", "x", np.float64(101.5), 100.3, "ms", np.float64(1.2), 10.0, "%"),
+            Row("demo", "winner", int(np.bool_(True)), 1, "agree", np.int64(0), 0, "")]
+    back = json.loads(json.dumps(as_records(rows)))
+    assert back[0]["measured"] == 101.5 and back[0]["ok"] is True and back[1]["ok"] is True
