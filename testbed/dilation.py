@@ -189,3 +189,16 @@ def choose(topology: Topology, models: dict[str, str | None], store: Calibration
                             "allows")
     return DilationChoice(k, mode, k_speed, k_demand, demand, cores, max_time_dilation, binding, approximated, needs,
                           warnings)
+
+
+def check_link_rates(topology: Topology, k: float, source: str | None, fix: str) -> None:
+    """Refuse (ConfigError at ``time_dilation``) a ``k`` at which some link's wall rate is below what a TBF can
+    be programmed at: ``tc.check_rate`` on every link, both directions, before anything is built."""
+    from testbed.emulation.tc import check_rate
+
+    for lk in topology.links:
+        for d, spec in (("up", lk.up), ("down", lk.down)):
+            try:
+                check_rate(spec.rate_mbit, k)
+            except ValueError as e:
+                raise ConfigError(f"link {lk.name} ({d}): {e}", file=source, path="time_dilation", fix=fix) from e

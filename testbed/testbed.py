@@ -196,17 +196,10 @@ class Testbed:
         clock.configure(self.k)
         self._stack.callback(clock.configure, prev)
         if self.links_backend in ("kernel", "mininet", "mininet-wifi"):
-            from testbed.emulation.tc import check_rate
+            from testbed.dilation import check_link_rates
 
-            for lk in self.topology.links:
-                for spec in (lk.up, lk.down):
-                    try:
-                        check_rate(spec.rate_mbit, self.k)
-                    except ValueError as e:
-                        from testbed.errors import ConfigError
-
-                        raise ConfigError(f"link {lk.name}: {e}", file=self.source or None, path="time_dilation",
-                                          fix="a smaller time_dilation or max_time_dilation, or a faster link") from e
+            check_link_rates(self.topology, self.k, self.source or None,
+                             "a smaller time_dilation or max_time_dilation, or a faster link")
         self.warnings += self.dilation.warnings
 
     def _node_compute_backend(self, node: str) -> str:

@@ -237,15 +237,9 @@ def load_experiment(path: str | Path, catalog: Catalog | None = None) -> Experim
     topo = load_topology(topo_path, catalog)
     wl.check(params, topo, str(path))
     if spec.time_dilation != "auto":  # a fixed k is checked here; auto's k is checked once chosen, before building
-        from testbed.emulation.tc import check_rate
+        from testbed.dilation import check_link_rates
 
-        for lk in topo.links:
-            for d, ls in (("up", lk.up), ("down", lk.down)):
-                try:
-                    check_rate(ls.rate_mbit, float(spec.time_dilation))
-                except ValueError as e:
-                    raise ConfigError(f"link {lk.name} ({d}): {e}", file=str(path), path="time_dilation",
-                                      fix="a smaller time_dilation, or a faster link") from None
+        check_link_rates(topo, float(spec.time_dilation), str(path), "a smaller time_dilation, or a faster link")
     if spec.scenario is not None:
         from testbed.scenario import timeline
 
