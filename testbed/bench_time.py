@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from testbed import clock
-from testbed.bench import Row, _wait_inbox, endpoints, link
+from testbed.bench import Row, _wait_inbox, endpoints, link, median_one_way_ms
 from testbed.config.loader import load_catalog
 from testbed.config.models import Tier
 from testbed.emulation.tc import HEADER_EFFICIENCY
@@ -95,15 +95,6 @@ def _one_link(be: str, rate: float, out: dict[tuple[str, float], float]) -> None
         out[(be, rate)] = steady_goodput_mbit(a, b, rate)
 
 
-def _delays(be: str, d: float) -> float:
-    with endpoints(be, link(1000, d)) as (a, b, _):
-        for i in range(30):
-            a.send("b", "ping", np.zeros(1024, dtype=np.uint8), {"i": i})
-            clock.sleep(0.003)
-        got = _wait_inbox(b, 30, clock.wall(30) + 30)
-        return statistics.median((m.release_ns - m.send_ns) / 1e6 for m in got)
-
-
 def bench_dilated_links(backends: list[str], ks: tuple[float, ...] = DILATIONS, rates: tuple[float, ...] = RATES,
                         delays: tuple[float, ...] = DELAYS) -> list[Row]:
     """Goodput and delay at each ``k``, in emulated time. Slow links (wall rate <= 20 Mbit/s) of one ``k`` are
@@ -131,7 +122,7 @@ def bench_dilated_links(backends: list[str], ks: tuple[float, ...] = DILATIONS, 
                     rows.append(Row("dilation", f"{be} k={k:g}: goodput at {r:g} Mbit (emulated)", g, exp, "Mbit/s",
                                     100 * (g / exp - 1), 2.0, "%"))
                 for d in delays:
-                    med = _delays(be, d)
+                    med = median_one_way_ms(be, d, 30, clock.wall(30) + 30)
                     rows.append(Row("dilation", f"{be} k={k:g}: one-way delay {d:g} ms (median, emulated)", med, d,
                                     "ms", med - d, 0.5, "ms"))
     return rows
