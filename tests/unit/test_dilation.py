@@ -25,12 +25,24 @@ def topo(tmp_path: Path, nodes: str, links: str) -> object:
     return load_topology(p)
 
 
+def pair(tmp_path: Path, a: tuple[str, str, str], b: tuple[str, str, str], link_class: str = "wifi_ac") -> object:
+    """Two nodes, each (name, tier, hardware class), on one link."""
+    nodes = "\n".join(f"  - {{name: {n}, tier: {t}, hardware_class: {c}}}" for n, t, c in (a, b))
+    return topo(tmp_path, nodes, f"  - {{ends: [{a[0]}, {b[0]}], link_class: {link_class}}}")
+
+
+def figure(hardware_class: str, model: str = "resnet18") -> float:
+    """The catalog's published latency (ms) of ``model`` on ``hardware_class``."""
+    return float(load_catalog().hardware_classes[hardware_class].reference_latency_ms[model].value)
+
+
+CAM_H200 = (("cam", "device", "rpi4b"), ("cloud", "cloud", "cloud_h200"))
+
+
 def test_auto_is_set_by_the_fastest_class(tmp_path: Path) -> None:
-    t = topo(tmp_path, "  - {name: cam, tier: device, hardware_class: rpi4b}\n"
-                       "  - {name: cloud, tier: cloud, hardware_class: cloud_h200}",
-             "  - {ends: [cam, cloud], link_class: wifi_ac}")
+    t = pair(tmp_path, *CAM_H200)
     ch = choose(t, {"cam": "resnet18", "cloud": "resnet18"}, store(resnet18=75.0), host_cores=2)  # type: ignore[arg-type]
-    h200 = load_catalog().hardware_classes["cloud_h200"].reference_latency_ms["resnet18"].value
+    h200 = figure("cloud_h200")
     assert ch.mode == "auto" and ch.binding == "class speed: cloud"
     assert ch.k >= HEADROOM * 75.0 / h200  # rounded up, never down
     assert ch.k <= HEADROOM * 75.0 / h200 * 1.1
@@ -38,11 +50,9 @@ def test_auto_is_set_by_the_fastest_class(tmp_path: Path) -> None:
 
 
 def test_auto_may_run_faster_than_the_world_when_the_host_has_room(tmp_path: Path) -> None:
-    t = topo(tmp_path, "  - {name: a, tier: device, hardware_class: rpi3b}\n"
-                       "  - {name: b, tier: device, hardware_class: rpi3b}",
-             "  - {ends: [a, b], link_class: wifi_n}")
+    t = pair(tmp_path, ("a", "device", "rpi3b"), ("b", "device", "rpi3b"), "wifi_n")
     ch = choose(t, {"a": "resnet18", "b": "resnet18"}, store(resnet18=75.0), host_cores=2)  # type: ignore[arg-type]
-    pi3 = load_catalog().hardware_classes["rpi3b"].reference_latency_ms["resnet18"].value
+    pi3 = figure("rpi3b")
     want = max(HEADROOM * 75.0 / pi3, 2 * 75.0 / pi3 / (UTILISATION * 2))
     assert ch.k < 1.0
     assert want <= ch.k <= want * 1.1
@@ -58,15 +68,12 @@ def test_cpu_demand_raises_k_when_many_nodes_compute(tmp_path: Path) -> None:
 
 
 def test_no_compute_keeps_real_time(tmp_path: Path) -> None:
-    t = topo(tmp_path, "  - {name: a, tier: device, hardware_class: rpi4b}\n"
-                       "  - {name: b, tier: edge, hardware_class: rpi4b}", "  - {ends: [a, b], link_class: wifi_ac}")
+    t = pair(tmp_path, ("a", "device", "rpi4b"), ("b", "edge", "rpi4b"))
     assert choose(t, {}, store(), host_cores=2).k == 1.0  # type: ignore[arg-type]
 
 
 def test_beyond_the_bound_refuses_or_approximates(tmp_path: Path) -> None:
-    t = topo(tmp_path, "  - {name: cam, tier: device, hardware_class: rpi4b}\n"
-                       "  - {name: cloud, tier: cloud, hardware_class: cloud_h200}",
-             "  - {ends: [cam, cloud], link_class: wifi_ac}")
+    t = pair(tmp_path, *CAM_H200)
     m = {"cam": "resnet18", "cloud": "resnet18"}
     with pytest.raises(ConfigError) as e:
         choose(t, m, store(resnet18=75.0), max_time_dilation=5, host_cores=2, source="x.yaml")  # type: ignore[arg-type]
@@ -78,9 +85,7 @@ def test_beyond_the_bound_refuses_or_approximates(tmp_path: Path) -> None:
 
 
 def test_fixed_k_is_kept_and_unreachable_classes_flagged(tmp_path: Path) -> None:
-    t = topo(tmp_path, "  - {name: cam, tier: device, hardware_class: rpi4b}\n"
-                       "  - {name: cloud, tier: cloud, hardware_class: cloud_h200}",
-             "  - {ends: [cam, cloud], link_class: wifi_ac}")
+    t = pair(tmp_path, *CAM_H200)
     ch = choose(t, {"cam": "resnet18", "cloud": "resnet18"}, store(resnet18=75.0), 3.0,  # type: ignore[arg-type]
                 host_cores=2)
     assert ch.k == 3.0 and ch.mode == "fixed" and ch.approximated == ["cloud"]
@@ -140,3 +145,21 @@ def test_bench_records_are_json_with_numpy_figures() -> None:
             Row("demo", "winner", int(np.bool_(True)), 1, "agree", np.int64(0), 0, "")]
     back = json.loads(json.dumps(as_records(rows)))
     assert back[0]["measured"] == 101.5 and back[0]["ok"] is True and back[1]["ok"] is True
+
+
+def test_a_fixed_k_too_large_for_a_link_is_refused_by_validate(tmp_path: Path) -> None:
+    """A fixed k whose wall rate no TBF can hold is refused when the experiment is loaded, naming the link, its
+    direction, the file and the fix (the same check runs on auto's k once chosen, before anything is built)."""
+    (tmp_path / "t.yaml").write_text("name: t\nnodes:\n  - {name: a, tier: device, hardware_class: rpi4b}\n"
+                                     "  - {name: b, tier: edge, hardware_class: rpi4b}\nlinks:\n"
+                                     "  - {ends: [a, b], up: {rate: 20kbit}, down: {rate: 10mbit}}\n")
+    exp = tmp_path / "e.yaml"
+    exp.write_text("name: e\ntopology: t.yaml\n"
+                   "workload: {name: inference, params: {model: small_cnn, tiers: [device, edge]}}\n"
+                   "time_dilation: 250\n")
+    with pytest.raises(ConfigError) as e:
+        load_experiment(exp)
+    msg = str(e.value)
+    assert "(up)" in msg and "time_dilation 250" in msg and str(exp) in msg and "smaller time_dilation" in msg
+    exp.write_text(exp.read_text().replace("time_dilation: 250", "time_dilation: 200"))
+    assert load_experiment(exp).spec.time_dilation == 200
