@@ -308,15 +308,16 @@ class Testbed:
             g.compute_actor = ComputeActor.options(**opts).remote(
                 {n: p.to_dict() for n, p in g.plans.items()}, g.cgroup, self.seed, self.k)
             self._stack.callback(ray.kill, g.compute_actor, no_restart=True)
+        # every process is asked for before any is waited on: Ray starts them side by side
+        for g in self.groups.values():
+            g.node_actor = NodeActor.options(**self._actor_options(g.nodes[0])).remote(
+                self.run_id, self._node_specs(g), g.compute_actor, self.seed, time_dilation=self.k)
+            self._stack.callback(ray.kill, g.node_actor, no_restart=True)
         for g in self.groups.values():
             pid, start = ray.get(g.compute_actor.pid.remote(), timeout=120)
             self.ledger.record("pid", str(pid), pid=pid, start=start)
             self._stack.callback(self._kill_and_wait, g.compute_actor, pid)
             g.pids = (0, pid)
-        for g in self.groups.values():
-            g.node_actor = NodeActor.options(**self._actor_options(g.nodes[0])).remote(
-                self.run_id, self._node_specs(g), g.compute_actor, self.seed, time_dilation=self.k)
-            self._stack.callback(ray.kill, g.node_actor, no_restart=True)
         hosts = set()
         for g in self.groups.values():
             w = ray.get(g.node_actor.where.remote(), timeout=120)
@@ -529,10 +530,21 @@ class Testbed:
         self._setup_calls.setdefault(node, []).append(("add_role", (node, role, params)))
 
     def load_model(self, node: str, key: str, model: str, weights_path: str | None = None) -> None:
+        self.load_models([node], key, model, weights_path)
+
+    def load_models(self, nodes: list[str], key: str, model: str, weights_path: str | None = None) -> None:
+        """``load_model`` on several nodes at once (a model's build and warm-up cost seconds of CPU per node); the
+        nodes of a pool share one copy."""
         import ray
 
-        ray.get(self.node_group[node].compute_actor.load.remote(key, model, self.seed, weights_path))
-        self._setup_calls.setdefault(node, []).append(("load_model", (node, key, model, weights_path)))
+        refs: dict[str, Any] = {}  # group -> the one call to its compute process
+        for n in nodes:
+            g = self.node_group[n]
+            if g.name not in refs:
+                refs[g.name] = g.compute_actor.load.remote(key, model, self.seed, weights_path)
+        ray.get(list(refs.values()))
+        for n in nodes:
+            self._setup_calls.setdefault(n, []).append(("load_model", (n, key, model, weights_path)))
 
     def start_chain(self, gateway: str, url: str | None = None, block_ms: float | None = None) -> Any:
         """Start the run's EVM chain (embedded py-evm, or the JSON-RPC node at ``url``) in a ``ChainActor``
@@ -564,12 +576,24 @@ class Testbed:
         ``seed`` overrides the run's seed for the random weights (e.g. a server that must receive the
         real weights over the network); ``fresh`` rebuilds an already loaded chain.
         """
+        return self.load_chains([node], key, model, weights_path, seed, fresh)[node]
+
+    def load_chains(self, nodes: list[str], key: str, model: str, weights_path: str | None = None,
+                    seed: int | None = None, fresh: bool = False) -> dict[str, list[dict[str, Any]]]:
+        """``load_chain`` on several nodes at once, by node: each compute process cuts its copy in parallel (the
+        cut costs seconds of CPU per node, which one node after another would add up). The nodes of a pool share
+        one compute process and so one copy: it is cut once."""
         import ray
 
-        self._setup_calls.setdefault(node, []).append(("load_chain", (node, key, model, weights_path, seed, fresh)))
-        out: list[dict[str, Any]] = ray.get(self.node_group[node].compute_actor.load_chain.remote(
-            key, model, self.seed if seed is None else seed, weights_path, fresh))
-        return out
+        refs: dict[str, Any] = {}  # group -> the one call to its compute process
+        for n in nodes:
+            self._setup_calls.setdefault(n, []).append(("load_chain", (n, key, model, weights_path, seed, fresh)))
+            g = self.node_group[n]
+            if g.name not in refs:
+                refs[g.name] = g.compute_actor.load_chain.remote(
+                    key, model, self.seed if seed is None else seed, weights_path, fresh)
+        got = dict(zip(refs, ray.get(list(refs.values())), strict=True))
+        return {n: got[self.node_group[n].name] for n in nodes}
 
     def compute_actor(self, node: str) -> Any:
         """The Ray handle of ``node``'s compute process (for roles that manage model state)."""

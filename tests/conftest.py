@@ -54,18 +54,29 @@ def calibration_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("calib") / "calibration.json"
 
 
-@pytest.fixture
-def ray_local(calibration_file: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """A local Ray instance for one test (the Testbed would start one itself; this shares it)."""
+@pytest.fixture(scope="session")
+def _shared_ray(calibration_file: Path) -> Iterator[None]:
+    """Shut the tests' shared local Ray down at the end of the session (``ray_local`` starts it on first use)."""
+    yield
     import ray
 
-    monkeypatch.setenv("TESTBED_CALIBRATION", str(calibration_file))
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
-             configure_logging=False, namespace="testbed-tests")
-    try:
-        yield
-    finally:
-        ray.shutdown()
+    ray.shutdown()
+
+
+@pytest.fixture
+def ray_local(_shared_ray: None, calibration_file: Path) -> Iterator[None]:
+    """A local Ray instance, shared by the tests that ask for one: started on first use (or after a test that
+    needed a cluster of its own), left up for the next, shut down at the end of the session. Starting and stopping
+    Ray costs 5-6 s of this 2-core machine's time per test; every Testbed still starts and kills its own actors,
+    so no state of one run reaches the next. The calibration cache is session-wide, set before Ray starts (its
+    workers inherit the environment)."""
+    import ray
+
+    os.environ["TESTBED_CALIBRATION"] = str(calibration_file)
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
+                 configure_logging=False, namespace="testbed-tests")
+    yield
 
 
 @contextmanager
@@ -78,6 +89,8 @@ def emulated_cluster(calibration_file: Path, monkeypatch: pytest.MonkeyPatch, he
     from ray.cluster_utils import Cluster
 
     monkeypatch.setenv("TESTBED_CALIBRATION", str(calibration_file))
+    if ray.is_initialized():  # the tests' shared local Ray: a cluster needs a driver of its own
+        ray.shutdown()
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "resources": head_resources})
     ids = [cluster.add_node(num_cpus=1, resources=res).node_id for res in nodes]
     ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False, configure_logging=False)

@@ -354,9 +354,8 @@ class ChainOffloading(Workload):
         self.devices, self.edges = topo.by_tier(Tier.DEVICE), topo.by_tier(Tier.EDGE)
         self.host = c.host or topo.by_tier(Tier.CLOUD)[0]
         self.behaviour = {e: "honest" for e in self.edges} | {m.node: m.behaviour for m in self.p.misbehaviour}
-        blocks = []
-        for n in self.devices + self.edges:
-            blocks = tb.load_chain(n, KEY, self.p.model)
+        chains = tb.load_chains(self.devices + self.edges, KEY, self.p.model)
+        blocks: list[dict[str, Any]] = next(iter(chains.values()), [])
         if self.p.cut >= len(blocks):
             raise ConfigError(f"cut {self.p.cut} leaves nothing to offload: {self.p.model} has {len(blocks)} blocks",
                               path="workload.params.cut", fix=f"use 0..{len(blocks) - 1}")

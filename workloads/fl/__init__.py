@@ -465,7 +465,7 @@ class Federated(Workload):
 
     def setup(self, tb: Any) -> None:
         from workloads.early_exit.model import load_dataset
-        from workloads.fl.net import flat
+        from workloads.fl.net import flat, initial
 
         topo: Topology = tb.topology
         self.clients = topo.by_tier(Tier.DEVICE)
@@ -474,11 +474,11 @@ class Federated(Workload):
         self.edge_of = {c: topo.nearest(c, Tier.EDGE) for c in self.clients} if self.edges else {}
         self.data = load_dataset(self.p.dataset, self.p.data_dir, self.seed)
         md = MODELS.get(self.p.model)
-        self.w0 = flat(md.build(md.num_classes, self.seed).net)
+        self.w0 = flat(initial(self.p.model, md.num_classes, self.seed).net)  # as a client's build, unwarmed
         for n in [self.cloud, *self.edges]:
             tb.add_role(n, "fl_server", {})
+        tb.load_models(self.clients, KEY, self.p.model)
         for c in self.clients:
-            tb.load_model(c, KEY, self.p.model)
             tb.add_role(c, "fl_client", {})
         self.rng = np.random.default_rng(self.seed)
         self.rows: list[dict[str, Any]] = []

@@ -232,9 +232,7 @@ class SplitInference(Workload):
                 "on_failure": self.p.on_failure}
         for n in topo.nodes:
             tb.add_role(n, "split", role)
-        infos: list[dict[str, Any]] = []
-        for n in compute_nodes:
-            infos = tb.load_chain(n, "chain", self.p.model)
+        infos: list[dict[str, Any]] = next(iter(tb.load_chains(compute_nodes, "chain", self.p.model).values()), [])
         self.blocks = infos
         n_blocks = len(infos)
         frame_bytes = int(np.prod(md.input_shape))  # uint8 frames
