@@ -78,6 +78,14 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+def installed_packages() -> dict[str, str]:
+    """Every distribution in this environment and its version (the run's full freeze, to compare with
+    constraints.txt)."""
+    from importlib.metadata import distributions
+
+    return dict(sorted((d.metadata["Name"] or "?", d.version) for d in distributions()))
+
+
 def _raise_interrupt(signum: int, _frame: Any) -> None:
     # further signals are ignored until teardown is done: a second Ctrl-C must not strand half of it
     for s in (signal.SIGTERM, signal.SIGINT):
@@ -193,7 +201,7 @@ def run_experiment(exp: Experiment, out_root: str | Path = "results", address: s
         "started": dt.datetime.now(dt.UTC).isoformat(), "seed": spec.seed,
         "config": spec.model_dump(mode="json"), "workload_params": exp.params.model_dump(mode="json"),
         "backends": {"links": links, "compute": compute, "why": reasons}, "host": host_info(),
-        "packages": package_versions(), "git": git_revision(), "warnings": [],
+        "packages": package_versions(), "installed": installed_packages(), "git": git_revision(), "warnings": [],
     }
     write_json(path / "manifest.json", manifest)
     write_json(path / "topology.resolved.json", topology_dict(exp))

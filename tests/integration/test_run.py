@@ -54,6 +54,7 @@ def test_run_end_to_end(tmp_path: Path, ray_local: None, links: str, compute: st
     assert r.manifest["backends"]["links"] == links and r.manifest["backends"]["compute"] == compute
     assert r.manifest["status"] == "complete" and not r.manifest["partial"]
     assert r.manifest["packages"]["torch"] and "host" in r.manifest
+    assert r.manifest["installed"]["torch"] == r.manifest["packages"]["torch"] and len(r.manifest["installed"]) > 50
     s = r.spans
     assert set(s.kind) >= {"request", "compute", "transfer", "queue"}
     req = s[s.kind == "request"]

@@ -32,3 +32,26 @@ def test_core_does_not_import_actors_or_workloads() -> None:
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             bad += [f"{f.relative_to(ROOT)}: {n}" for n in names if n.split(".")[0] in ("actors", "workloads")]
     assert not bad, bad
+
+
+def test_installs_are_pinned_and_this_environment_follows_the_pins() -> None:
+    """constraints.txt pins every package the suite is known green on; README and .ci/run install with it. A venv
+    that drifted from it (an install without -c constraints.txt) is named here, package by package."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    pins = dict(line.split("==", 1) for line in (ROOT / "constraints.txt").read_text().splitlines()
+                if "==" in line and not line.startswith("#"))
+    core = ["torch", "torchvision", "ray", "numpy", "pandas", "pyarrow", "pydantic", "pyroute2", "psutil", "web3",
+            "py-evm", "vyper", "eth-tester", "typer", "rich", "matplotlib", "pytest", "mypy", "ruff"]
+    assert not [c for c in core if c not in pins], "core packages without a pin"
+    drifted = []
+    for name, want in pins.items():
+        try:
+            have = version(name)
+        except PackageNotFoundError:
+            continue
+        if have.split("+")[0] != want.split("+")[0]:
+            drifted.append(f"{name} {have} (pinned {want})")
+    assert not drifted, f"this environment drifted from constraints.txt: {drifted}"
+    for f in ("README.md", ".ci/run"):
+        assert "-c constraints.txt" in (ROOT / f).read_text(), f
