@@ -17,7 +17,7 @@ from typing import Any
 
 from testbed.config.models import LinkSpec
 from testbed.errors import ConfigError, EmulationError, PrivilegeError
-from testbed.lifecycle.cleanup import VETH_PREFIX, add_blackhole, blackhole_present
+from testbed.lifecycle.cleanup import VETH_PREFIX, take_blackhole
 from testbed.lifecycle.ledger import PREFIX, Ledger
 from testbed.topology import Topology
 from testbed.transport import PathModel
@@ -190,11 +190,7 @@ class KernelNetwork(NetworkBackend):
 
 
     def _blackhole(self) -> None:
-        bh = "198.18.0.0/15"
-        present = blackhole_present(bh)
-        self.ledger.record("blackhole", bh, preexisting=present)  # every run records its reliance on it
-        if not present:
-            add_blackhole(bh)
+        take_blackhole("198.18.0.0/15", self.ledger)  # every run records its reliance on it
 
     def _shape(self, index: int) -> None:
         from testbed.emulation.tc import apply_rate

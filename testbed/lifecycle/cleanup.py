@@ -7,9 +7,12 @@ leftover host-side veths → the host blackhole route.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +48,75 @@ def _kill_pid(data: dict[str, object]) -> bool:
     return True
 
 
+# The runs that rely on the host blackhole route, one file each, and the lock under which a run takes or lets go of
+# the route. Both are host-wide, whatever a run's state directory (its ledger's folder): a run that saw the route
+# present while another removed it would run unsealed, and one that took a run's route for somebody else's would
+# leave it behind.
+BLACKHOLE_DIR = Path("/run/testbed-blackhole")
+
+
+@contextmanager
+def blackhole_lock() -> Iterator[None]:
+    """Exclusive, across processes, while a run decides whether to add or remove the host blackhole route."""
+    BLACKHOLE_DIR.mkdir(parents=True, exist_ok=True)
+    with open(BLACKHOLE_DIR / ".lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _live_holders(exclude: str | None = None) -> list[str]:
+    """Run ids whose process still relies on the route (call under ``blackhole_lock``); dead ones are dropped."""
+    import json
+
+    from testbed.lifecycle.ledger import _proc_start
+
+    out = []
+    for f in sorted(BLACKHOLE_DIR.glob("*.json")):
+        try:
+            d = json.loads(f.read_text())
+            start = _proc_start(int(d["pid"]))
+            alive = start is not None and abs(start - float(d["start"])) < 1.0
+        except (OSError, ValueError, KeyError, TypeError):
+            alive = False
+        if not alive:
+            f.unlink(missing_ok=True)
+        elif f.stem != exclude:
+            out.append(f.stem)
+    return out
+
+
+def take_blackhole(dst: str, ledger: Ledger) -> None:
+    """Make sure the host blackholes ``dst`` for this run, and record that the run relies on it (a holder file and
+    a ledger entry). Reference-counted, under ``blackhole_lock``: the route counts as ``preexisting`` (never removed
+    by us) only if it is there while no live run of ours holds it, i.e. someone else put it there."""
+    import json
+
+    from testbed.lifecycle.ledger import _proc_start
+
+    rid = ledger.path.stem
+    with blackhole_lock():
+        present = blackhole_present(dst)
+        preexisting = present and not _live_holders(exclude=rid) and not _blackhole_used_elsewhere(dst, ledger.path)
+        ledger.record("blackhole", dst, preexisting=preexisting)
+        (BLACKHOLE_DIR / f"{rid}.json").write_text(json.dumps({"pid": os.getpid(), "start": _proc_start(os.getpid()),
+                                                               "dst": dst}))
+        if not present:
+            add_blackhole(dst)
+
+
+def release_blackhole(dst: str, preexisting: bool, own_ledger: Path | None) -> None:
+    """Let go of the route for the run of ``own_ledger``; the last run out removes it (unless it was there first)."""
+    with blackhole_lock():
+        if own_ledger is not None:
+            (BLACKHOLE_DIR / f"{own_ledger.stem}.json").unlink(missing_ok=True)
+        others = _live_holders() or _blackhole_used_elsewhere(dst, own_ledger)
+        if not preexisting and not others:
+            remove_blackhole(dst)
+
+
 def _blackhole_used_elsewhere(dst: str, own: Path | None) -> bool:
     """True if another live run's ledger still relies on the host blackhole route."""
     for path in all_ledgers():
@@ -74,8 +146,7 @@ def remove_entry(e: Entry, own_ledger: Path | None = None) -> None:
     elif e.kind == "veth":
         _remove_host_link(e.name)
     elif e.kind == "blackhole":
-        if not e.data.get("preexisting") and not _blackhole_used_elsewhere(e.name, own_ledger):
-            remove_blackhole(e.name)
+        release_blackhole(e.name, bool(e.data.get("preexisting")), own_ledger)
     else:  # pragma: no cover - a newer ledger format
         logger.warning("unknown ledger entry kind %s (%s)", e.kind, e.name)
 
