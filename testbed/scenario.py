@@ -16,6 +16,7 @@ kind ``scenario`` in the run's results, so a plot can put the network's state be
 from __future__ import annotations
 
 import csv
+import math
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,11 @@ from typing import TYPE_CHECKING, Any
 from testbed import clock
 from testbed.config.models import ChurnEvent, CpuSpike, LinkSpecPatch, NodeEvent, PartitionEvent, ScenarioSpec
 from testbed.errors import ConfigError
+
+# Bounds on what a scenario may ask for, checked before anything is built: each timed change is a Python object
+# and a call at run time, so a scenario of millions of them exhausts memory while it is still being validated.
+MAX_TRACE_ROWS = 100_000
+MAX_ACTIONS = 200_000
 
 if TYPE_CHECKING:
     from testbed.testbed import Testbed
@@ -75,9 +81,16 @@ def read_trace(path: Path, source: str, where: str) -> list[tuple[float, LinkSpe
             except (ValueError, TypeError) as e:
                 raise ConfigError(f"{path}, line {i}: {e}", file=source, path=where,
                                   fix="numbers only; rate_mbit > 0, 0 <= loss_pct <= 100") from None
+            if not math.isfinite(t) or t < 0:
+                raise ConfigError(f"{path}, line {i}: t_s {r['t_s']!r} is not a time", file=source, path=where,
+                                  fix="seconds from the start of the run: a finite number >= 0")
             if t < last:
                 raise ConfigError(f"{path}, line {i}: t_s {t} goes back in time (previous {last})", file=source,
                                   path=where, fix="sort the rows by t_s")
+            if len(rows) >= MAX_TRACE_ROWS:
+                raise ConfigError(f"{path} has more than {MAX_TRACE_ROWS} rows", file=source, path=where,
+                                  fix=f"resample it to at most {MAX_TRACE_ROWS} rows (every row is a re-shape of "
+                                      "the link at run time)")
             last = t
             rows.append((t, patch))
     if not rows:
@@ -171,6 +184,17 @@ def timeline(spec: ScenarioSpec, topo: Topology, source: str, base_dir: Path, se
         rows = read_trace((base_dir / tr.file) if not Path(tr.file).is_absolute() else Path(tr.file), source,
                           f"scenario.traces[{i}].file")
         period = rows[-1][0] + (rows[1][0] - rows[0][0] if len(rows) > 1 else 1.0)
+        if tr.loop:
+            if period <= 0:
+                raise ConfigError(f"looping trace {tr.file}: its rows span no time (period {period:g} s), so it "
+                                  "would repeat forever", file=source, path=f"scenario.traces[{i}].loop",
+                                  fix="give the rows increasing t_s, or set loop: false")
+            n = len(rows) * math.ceil(spec.horizon_s / period)
+            if len(acts) + n > MAX_ACTIONS:
+                raise ConfigError(f"looping trace {tr.file}: {len(rows)} rows every {period:g} s up to horizon_s "
+                                  f"{spec.horizon_s:g} make {n} link changes, over the {MAX_ACTIONS} a scenario "
+                                  "may hold", file=source, path=f"scenario.traces[{i}]",
+                                  fix="a shorter scenario.horizon_s, a longer period, or fewer rows")
         offset = 0.0
         while True:
             for t, p in rows:

@@ -23,6 +23,32 @@ CONTRACTS = Path(__file__).with_name("contracts")
 EVM_VERSION = "shanghai"
 
 
+def check_chain_url(url: str | None) -> str | None:
+    """A chain URL the sealed network allows: ``http(s)`` to loopback (``localhost`` or 127.0.0.0/8, ``::1``).
+
+    The chain's client runs in the host namespace (the ``ChainActor``), where an emulated 198.18.0.0/15 address
+    is not ours to reach (under the userspace link backend it would be routed off the machine), and no other
+    address is on this machine. Raises ``ValueError`` with the reason."""
+    if url is None:
+        return url
+    import ipaddress
+    from urllib.parse import urlparse
+
+    u = urlparse(url)
+    if u.scheme not in ("http", "https"):
+        raise ValueError(f"{url}: a chain URL is http:// or https:// to a JSON-RPC node on this machine")
+    host = u.hostname or ""
+    ok = host == "localhost"
+    try:
+        ok = ok or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    if not ok:
+        raise ValueError(f"{url}: the testbed only talks to a chain on this machine's loopback (127.0.0.1, ::1 or "
+                         "localhost); the chain client runs in the host namespace, where no other address is ours")
+    return url
+
+
 def cache_dir() -> Path:
     base = os.environ.get("TESTBED_CONTRACT_CACHE") or Path.home() / ".cache" / "testbed" / "contracts"
     return Path(base)

@@ -7,6 +7,7 @@ Raw models mirror the YAML; ``testbed.config.loader`` resolves names and default
 from __future__ import annotations
 
 import enum
+import os
 import re
 from typing import Annotated, Any, Literal
 
@@ -37,7 +38,7 @@ class Tier(str, enum.Enum):
 class Frozen(BaseModel):
     """Base of every config model: immutable, unknown keys rejected."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 def _check_name(value: str) -> str:
@@ -71,12 +72,23 @@ def _unit_aliases(data: Any) -> Any:
     return out
 
 
+# Bounds on a link, beyond which a value is a mistake rather than a network: 1 Tbit/s is past any link the kernel's
+# shapers hold on one host, and a minute of one-way delay past any path on Earth or to a satellite.
+MAX_RATE_MBIT = 1_000_000.0
+MAX_DELAY_MS = 60_000.0
+Rate = Annotated[float, Field(gt=0, le=MAX_RATE_MBIT)]
+Delay = Annotated[float, Field(ge=0, le=MAX_DELAY_MS)]
+# A pool's devices are each a namespace, a veth pair and addresses of their own: past this many, a run would spend
+# the host's kernel memory and minutes of set-up before a request is sent
+MAX_POOL = 1024
+
+
 class LinkSpec(Frozen):
     """Shaping of one direction of a link."""
 
-    rate_mbit: PositiveFloat
-    delay_ms: NonNegativeFloat = 0.0
-    jitter_ms: NonNegativeFloat = 0.0
+    rate_mbit: Rate
+    delay_ms: Delay = 0.0
+    jitter_ms: Delay = 0.0
     loss_pct: float = Field(0.0, ge=0.0, le=100.0)
 
     _aliases = model_validator(mode="before")(_unit_aliases)
@@ -85,9 +97,9 @@ class LinkSpec(Frozen):
 class LinkSpecPatch(Frozen):
     """A partial ``LinkSpec`` merged field by field over a link class."""
 
-    rate_mbit: PositiveFloat | None = None
-    delay_ms: NonNegativeFloat | None = None
-    jitter_ms: NonNegativeFloat | None = None
+    rate_mbit: Rate | None = None
+    delay_ms: Delay | None = None
+    jitter_ms: Delay | None = None
     loss_pct: float | None = Field(None, ge=0.0, le=100.0)
 
     _aliases = model_validator(mode="before")(_unit_aliases)
@@ -166,6 +178,10 @@ class NodeSpec(Frozen):
         if isinstance(value, int) and value < 1:
             raise ValueError(f"count {value} must be at least 1 (a pool of 0 devices is empty); "
                              "remove the node instead")
+        if isinstance(value, int) and value > MAX_POOL:
+            raise ValueError(f"count {value} is over the {MAX_POOL} devices a pool may hold (each is a network "
+                             "namespace, a veth pair and addresses of its own on this host); split the pool or "
+                             "emulate fewer devices")
         return value
 
 
@@ -284,6 +300,15 @@ class CpuSpike(Frozen):
     cpu_spike: str
     cores: PositiveInt = 1
     duration_s: PositiveFloat
+
+    @field_validator("cores")
+    @classmethod
+    def _cores(cls, value: int) -> int:
+        host = os.cpu_count() or 1
+        if value > host:
+            raise ValueError(f"cores {value} is more than this host's {host}: a spike is one busy process per core, "
+                             f"and more processes than cores only share them; use at most {host}")
+        return value
 
 
 class TraceSpec(Frozen):

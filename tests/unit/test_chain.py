@@ -212,6 +212,9 @@ def test_blockfl_rewards_by_samples_and_slashes_rejected(contract_cache: Path, m
 
 @pytest.mark.parametrize("params, path, needle", [
     ("{chain: {url: 'http://203.0.113.5:8545'}}", "workload.params.chain.url", "on this machine"),
+    # an emulated address is reached from the host namespace, where it is not ours (userspace: off the machine)
+    ("{chain: {url: 'http://198.18.0.7:8545'}}", "workload.params.chain.url", "loopback"),
+    ("{chain: {url: 'file:///etc/passwd'}}", "workload.params.chain.url", "http://"),
     ("{misbehaviour: [{node: d1, behaviour: garbage}]}", "workload.params.misbehaviour[0].node", "not an edge"),
     ("{chain: {validators: 5}}", "workload.params.chain.validators", "need at least 7 edge nodes"),
     ("{chain: {host: e1}}", "workload.params.chain.host", "cannot also host"),
@@ -241,6 +244,8 @@ def test_blockfl_config_checks(tmp_path: Path) -> None:
         ("{variants: [{chain: true}]}", "no chain is configured"),
         ("{chain: {}, variants: [{chain: true, compression: topk}]}", "uncompressed"),
         ("{chain: {}, variants: [{attackers: [{client: edge_a, kind: poison}]}]}", "not a client"),
+        ("{chain: {url: 'http://203.0.113.5:8545'}, variants: [{chain: true}]}", "loopback"),
+        ("{chain: {url: 'http://198.18.0.7:8545'}, variants: [{chain: true}]}", "loopback"),
     ]:
         exp.write_text(f"name: e\ntopology: {root / 'topologies/fl_hier5.yaml'}\n"
                        f"workload: {{name: federated, params: {params}}}\n")

@@ -94,15 +94,36 @@ def test_parts_equal_the_whole_and_exits_grow_with_threshold(tiny_model: tuple[P
         assert right[d == 0].mean() >= right[d == 1].mean()
 
 
-def test_cifar10_loader_reads_the_python_format(tmp_path: Path) -> None:
-    root = tmp_path / "cifar-10-batches-py"
+def test_cifar10_loader_reads_the_binary_version_and_refuses_pickles(tmp_path: Path) -> None:
+    root = tmp_path / "cifar-10-batches-bin"
     root.mkdir()
     rng = np.random.default_rng(0)
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        with open(root / name, "wb") as f:
-            pickle.dump({b"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8),
-                         b"labels": list(rng.integers(0, 10, 4))}, f)
+    recs = {}
+    for name in [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]:
+        recs[name] = rng.integers(0, 256, (4, 3073), dtype=np.uint8)
+        recs[name][:, 0] %= 10
+        recs[name].tofile(root / name)
     d = load_dataset("cifar10", str(tmp_path))
     assert d.x_train.shape == (20, 3, 32, 32) and d.x_test.shape == (4, 3, 32, 32)
+    first = recs["data_batch_1.bin"][0]
+    assert d.y_train[0] == first[0] and (d.x_train[0, 1].ravel() == first[1 + 1024:1 + 2048]).all()  # green plane
     with pytest.raises(FileNotFoundError, match="data_dir"):
         load_dataset("cifar10", None)
+    (root / "test_batch.bin").write_bytes(b"\0" * 100)  # not whole records
+    with pytest.raises(ValueError, match="3073"):
+        load_dataset("cifar10", str(tmp_path))
+    # the python version is a pickle: refused, and the file is never opened as one
+    py = tmp_path / "py" / "cifar-10-batches-py"
+    py.mkdir(parents=True)
+    marker = tmp_path / "ran"
+
+    class Boom:
+        def __reduce__(self) -> tuple[object, tuple[()]]:
+            return (marker.touch, ())
+
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        with open(py / name, "wb") as f:
+            pickle.dump(Boom(), f)
+    with pytest.raises(FileNotFoundError, match="pickled"):
+        load_dataset("cifar10", str(tmp_path / "py"))
+    assert not marker.exists()

@@ -41,6 +41,8 @@ def test_events_and_traces_in_time_order_with_directions(tmp_path: Path) -> None
     ("t_s,rate_mbit\n2,1\n1,5\n", "goes back in time"),
     ("t_s,rate_mbit\n0,-3\n", "line 2"),
     ("t_s,rate_mbit\n", "no rows"),
+    ("t_s,rate_mbit\nnan,1\n", "not a time"),
+    ("t_s,rate_mbit\n0,inf\n", "line 2"),
 ])
 def test_bad_traces(tmp_path: Path, csv_text: str, needle: str) -> None:
     (tmp_path / "t.csv").write_text(csv_text)
@@ -140,3 +142,32 @@ def test_churn_events(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no node") as e:
         timeline(ScenarioSpec.model_validate({"events": [{"at_s": 0, "leave": "phone"}]}), topo(), "e.yaml", tmp_path)
     assert e.value.path == "scenario.events[0].leave"
+
+
+def test_traces_that_would_never_end_are_refused_at_once(tmp_path: Path) -> None:
+    """A looping trace whose rows share one time has no period: it used to loop forever in validate, taking
+    1.2 GB in 20 s. One with a period too short for its horizon would make millions of changes."""
+    (tmp_path / "t.csv").write_text("t_s,rate_mbit\n0,1\n0,2\n")
+    with pytest.raises(ConfigError, match="span no time") as ei:
+        timeline(ScenarioSpec.model_validate({"traces": [{"link": ["dev", "edge"], "file": "t.csv", "loop": True}]}),
+                 topo(), "exp.yaml", tmp_path)
+    assert ei.value.path == "scenario.traces[0].loop"
+    (tmp_path / "u.csv").write_text("t_s,rate_mbit\n0,1\n0.001,2\n")
+    with pytest.raises(ConfigError, match="horizon_s"):
+        timeline(ScenarioSpec.model_validate({"traces": [{"link": ["dev", "edge"], "file": "u.csv", "loop": True}],
+                                              "horizon_s": 1e6}), topo(), "exp.yaml", tmp_path)
+    (tmp_path / "v.csv").write_text("t_s,rate_mbit\n" + "".join(f"{i},1\n" for i in range(100_001)))
+    with pytest.raises(ConfigError, match="more than 100000 rows"):
+        timeline(ScenarioSpec.model_validate({"traces": [{"link": ["dev", "edge"], "file": "v.csv"}]}), topo(),
+                 "exp.yaml", tmp_path)
+
+
+def test_a_cpu_spike_is_bounded_by_the_host() -> None:
+    import os
+
+    from pydantic import ValidationError
+
+    n = os.cpu_count() or 1
+    ScenarioSpec.model_validate({"events": [{"at_s": 0, "cpu_spike": "edge", "cores": n, "duration_s": 1}]})
+    with pytest.raises(ValidationError, match=f"more than this host's {n}"):
+        ScenarioSpec.model_validate({"events": [{"at_s": 0, "cpu_spike": "edge", "cores": 10**9, "duration_s": 1}]})

@@ -247,7 +247,7 @@ class MarketEdgeRole:
 
 
 class Misbehaviour(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     node: str
     behaviour: Literal["garbage", "lazy", "double_claim"]
@@ -256,7 +256,7 @@ class Misbehaviour(BaseModel):
 class ChainSpec(BaseModel):
     """The chain: embedded py-evm (default) or a JSON-RPC node on this machine, and the contract's terms."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     url: str | None = None
     block_ms: PositiveFloat | None = None  # None: a block per transaction (automine)
@@ -272,8 +272,9 @@ class ChainSpec(BaseModel):
     @field_validator("url")
     @classmethod
     def _local_only(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
+        from testbed.chain import check_chain_url
+
+        return check_chain_url(v)
         import ipaddress
         from urllib.parse import urlparse
 
@@ -290,7 +291,7 @@ class ChainSpec(BaseModel):
 
 
 class MarketParams(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     model: str = "small_cnn"
     cut: int = Field(2, ge=0)  # the device runs blocks [0, cut)

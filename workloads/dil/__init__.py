@@ -44,7 +44,7 @@ def _concat(parts: list[States]) -> States:
 
 
 class DILParams(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     subtasks: PositiveInt = 6
     demonstrations: PositiveInt = 100_000

@@ -163,7 +163,7 @@ class ExitRole:
 class EdgentSpec(BaseModel):
     """Edgent-style right-sizing: the most accurate (exit, cut) whose predicted latency meets the target."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     latency_target_ms: PositiveFloat
     pair: Literal["device-edge", "edge-cloud"] = "device-edge"  # Edgent's own setting is device-edge
@@ -173,7 +173,7 @@ class EdgentSpec(BaseModel):
 
 
 class ExitParams(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     dataset: Literal["digits", "cifar10"] = "digits"
     data_dir: str | None = None
@@ -225,7 +225,8 @@ class EarlyExit(Workload):
         assert isinstance(params, ExitParams)
         if params.dataset == "cifar10" and not params.data_dir:
             raise ConfigError("cifar10 needs a local copy", file=source, path="workload.params.data_dir",
-                              fix="set data_dir to the folder holding data_batch_1..5 and test_batch (python format)")
+                              fix="set data_dir to the folder holding CIFAR-10's binary version "
+                                  "(data_batch_1..5.bin, test_batch.bin)")
 
     def node_models(self, topology: Topology) -> dict[str, str | None]:
         # caps are fitted on resnet18 (published figures for most classes); one CPU quota serves any model

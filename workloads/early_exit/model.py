@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pickle
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -159,7 +158,7 @@ def save_part(ckpt: Path, start: int, end: int, head: int | None, keep_features:
     out = ckpt.parent / "parts" / f"{ckpt.stem}-{start}-{end}-{head}-{int(keep_features)}.pt"
     if out.exists():
         return out
-    full = torch.load(ckpt, map_location="cpu", weights_only=False)
+    full = torch.load(ckpt, map_location="cpu", weights_only=True)
     cfg = config_from_dict(full["config"])
     part = _part_class()(cfg, start, end, head, keep_features)
     sd = {}
@@ -182,7 +181,7 @@ def _build_part(num_classes: int, seed: int, weights_path: str | None = None) ->
     if weights_path is None:  # an untrained SEM-1 edge part (calibration probes only)
         torch.manual_seed(seed)
         return _part_class()(ExitConfig(), 0, 1, 1, True).eval()
-    d = torch.load(weights_path, map_location="cpu", weights_only=False)
+    d = torch.load(weights_path, map_location="cpu", weights_only=True)
     cfg = config_from_dict(d["config"])
     part = _part_class()(cfg, d["start"], d["end"], d["head"], d["keep"])
     part.load_state_dict(d["state_dict"])
@@ -204,7 +203,8 @@ class Dataset:
 
 
 def load_dataset(name: str, data_dir: str | None = None, seed: int = 0, test_fraction: float = 0.2) -> Dataset:
-    """``digits`` (scikit-learn's bundled copy) or ``cifar10`` (python-format batches under ``data_dir``)."""
+    """``digits`` (scikit-learn's bundled copy) or ``cifar10`` (the binary version's batches under ``data_dir``;
+    the python version is pickled and is refused)."""
     if name == "digits":
         from sklearn.datasets import load_digits
 
@@ -217,21 +217,31 @@ def load_dataset(name: str, data_dir: str | None = None, seed: int = 0, test_fra
         return Dataset("digits", x[tr], y[tr], x[te], y[te], {"source": "sklearn.datasets.load_digits (bundled)"})
     if name == "cifar10":
         if not data_dir:
-            raise FileNotFoundError("cifar10 needs data_dir: the folder holding data_batch_1..5 and test_batch")
-        root = Path(data_dir).expanduser()
-        if (root / "cifar-10-batches-py").is_dir():
-            root = root / "cifar-10-batches-py"
+            raise FileNotFoundError("cifar10 needs data_dir: the folder holding CIFAR-10's binary version "
+                                    "(data_batch_1.bin..data_batch_5.bin, test_batch.bin)")
+        root = Path(data_dir).expanduser().resolve()
+        if (root / "cifar-10-batches-bin").is_dir():
+            root = root / "cifar-10-batches-bin"
+        if not (root / "data_batch_1.bin").exists() and ((root / "data_batch_1").exists()
+                                                        or (root / "cifar-10-batches-py").is_dir()):
+            raise FileNotFoundError(f"{root} holds CIFAR-10's python version, which is pickled: unpickling runs "
+                                    "code from the file, so it is not read. Use the binary version "
+                                    "(cifar-10-binary.tar.gz: data_batch_1.bin..5.bin, test_batch.bin)")
 
         def batch(f: str) -> tuple[np.ndarray, np.ndarray]:
+            # the binary version: records of one label byte and 3072 pixel bytes (R, G, B planes of 32x32)
             p = root / f
             if not p.exists():
-                raise FileNotFoundError(f"{p} is missing (CIFAR-10 python format: data_batch_1..5, test_batch)")
-            with open(p, "rb") as fh:
-                d = pickle.load(fh, encoding="bytes")
-            return np.asarray(d[b"data"], np.uint8).reshape(-1, 3, 32, 32), np.asarray(d[b"labels"], np.int64)
+                raise FileNotFoundError(f"{p} is missing (CIFAR-10 binary version: data_batch_1..5.bin, "
+                                        "test_batch.bin)")
+            raw = np.fromfile(p, dtype=np.uint8)
+            if raw.size == 0 or raw.size % 3073:
+                raise ValueError(f"{p}: {raw.size} bytes is not a whole number of CIFAR-10 records (3073 bytes)")
+            rec = raw.reshape(-1, 3073)
+            return rec[:, 1:].reshape(-1, 3, 32, 32).copy(), rec[:, 0].astype(np.int64)
 
-        parts = [batch(f"data_batch_{i}") for i in range(1, 6)]
-        xt, yt = batch("test_batch")
+        parts = [batch(f"data_batch_{i}.bin") for i in range(1, 6)]
+        xt, yt = batch("test_batch.bin")
         return Dataset("cifar10", np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
                        xt, yt, {"source": str(root)})
     raise ValueError(f"unknown dataset {name!r}; known: digits, cifar10")
@@ -263,7 +273,7 @@ def train(cfg: ExitConfig, data: Dataset, tc: TrainConfig, seed: int) -> tuple[P
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     path = cache_dir() / f"exitcnn-{data.name}-{digest}.pt"
     if path.exists():
-        rec = torch.load(path, map_location="cpu", weights_only=False)
+        rec = torch.load(path, map_location="cpu", weights_only=True)
         return path, dict(rec["record"], cached=True)
     torch.manual_seed(seed)
     torch.set_num_threads(max(1, (os.cpu_count() or 1)))

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator, model_validator
 
 from testbed import clock
 from testbed.config.models import Tier
@@ -323,7 +323,7 @@ class Attacker(BaseModel):
     """A misbehaving client: ``poison`` sends its update reversed and scaled by ``scale``; ``free_rider``
     trains nothing and sends a tiny random update, claiming ``claim_samples`` samples."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     client: str
     kind: Literal["poison", "free_rider"]
@@ -335,7 +335,7 @@ class Attacker(BaseModel):
 class BlockFLSpec(BaseModel):
     """BlockFL's chain: stakes, the reward per round (shared by sample count), validators and their screen."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     url: str | None = None
     block_ms: PositiveFloat | None = None
@@ -347,9 +347,16 @@ class BlockFLSpec(BaseModel):
     ratio_min: float = Field(0.1, ge=0)  # ... and whose norm is within [ratio_min, ratio_max] x the median's
     ratio_max: PositiveFloat = 10.0
 
+    @field_validator("url")
+    @classmethod
+    def _local_only(cls, v: str | None) -> str | None:
+        from testbed.chain import check_chain_url
+
+        return check_chain_url(v)
+
 
 class Variant(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     name: str | None = None
     algorithm: Literal["fedavg", "fedprox", "fedsgd", "trimmed_mean"] = "fedavg"
@@ -402,7 +409,7 @@ class Variant(BaseModel):
 
 
 class Dropout(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     round: int = Field(ge=0)
     clients: list[str] | None = None
@@ -410,7 +417,7 @@ class Dropout(BaseModel):
 
 
 class FLParams(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     model: Literal["fl_mlp", "fl_cnn"] = "fl_mlp"
     dataset: Literal["digits", "cifar10"] = "digits"

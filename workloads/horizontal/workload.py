@@ -26,7 +26,7 @@ PAPER_DEEPTHINGS = ("DeepThings (YOLOv2, Raspberry Pi 3B devices + Pi 3B gateway
 
 
 class HorizontalParams(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     model: str = "vgg16"
     devices: list[PositiveInt] = Field(default_factory=lambda: [1, 2, 4, 6], min_length=1)

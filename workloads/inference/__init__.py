@@ -25,7 +25,7 @@ from testbed.workload import MODELS, ROLES, WORKLOADS, FailurePolicy, OnFailure,
 class InferenceParams(BaseModel):
     """Parameters of the ``inference`` workload."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     model: str = "mobilenet_v2"
     tiers: list[Tier] = Field(default_factory=lambda: [Tier.DEVICE, Tier.EDGE, Tier.CLOUD], min_length=1)

@@ -82,7 +82,7 @@ def task_types_with_cuts(models: list[str], layer_counts: list[int]) -> list[tup
 
 
 class LayerSchedulingParams(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     models: list[str] = Field(default_factory=lambda: ["alexnet", "vgg16", "resnet18", "mobilenet_v2", "small_cnn"])
     layer_counts: list[PositiveInt] = Field(default_factory=lambda: [5, 8])

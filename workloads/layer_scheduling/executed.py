@@ -27,7 +27,7 @@ from workloads.layer_scheduling.algorithms import Edge, Task, fixed, offline
 
 
 class ExecutedParams(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     models: list[str] = Field(default_factory=lambda: ["alexnet", "resnet18", "mobilenet_v2"])
     n_layers: PositiveInt = 5

@@ -113,7 +113,7 @@ class MigrationRole:
 
 
 class MigrationParams(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     models: list[str] = Field(default_factory=lambda: ["alexnet", "vgg16"])
     plans: list[str] = Field(default_factory=lambda: ["direct", "ionn", "efficiency", "recursive"])

@@ -35,7 +35,7 @@ PAPER = ("Seed 002 (IEEE Access survey, Sec. on DNN migration): PSO places the D
 
 
 class OffloadParams(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     models: list[str] = Field(default_factory=lambda: ["alexnet", "vgg16"], min_length=1)  # client i: models[i % n]
     algorithms: list[Algorithm] = Field(default_factory=lambda: list(get_args(Algorithm)), min_length=1)

@@ -30,7 +30,7 @@ from workloads.split.regression import LayerRegression
 class PlannerSpec(BaseModel):
     """A planner by registered name with its parameters (e.g. ``{name: fixed, params: {k: 3}}``)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     name: str
     params: dict[str, Any] = Field(default_factory=dict)
@@ -52,7 +52,7 @@ class LinkChange(BaseModel):
     others keep their plan, and their prediction goes stale.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     after_requests: PositiveInt
     uplink_mbit: PositiveFloat
@@ -61,7 +61,7 @@ class LinkChange(BaseModel):
 class SplitParams(BaseModel):
     """Parameters of the ``split_inference`` workload."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     model: str = "resnet18"
     planners: list[PlannerSpec] = Field(default_factory=lambda: [PlannerSpec(name=n) for n in (
