@@ -433,14 +433,20 @@ class Testbed:
         out: dict[str, dict[str, float]] = {}
         done: dict[tuple[str, str], float] = {}
         fitted: dict[str, float] = {}  # cgroup quotas fitted in this run, by class/model
+
+        def fits(p: ComputePlan) -> bool:  # dilation nodes need no fit: whole-model calls are paced to the figure
+            return not (p.backend != "cgroup" or p.host_speed or p.model is None or p.target_ms is None)
+
+        # the models load in every compute process at once (seconds of CPU each); the fits run one node at a time
+        ray.get([g.compute_actor.load.remote(m, m, self.seed) for g in self.groups.values()
+                 for m in {p.model for p in g.plans.values() if fits(p) and p.model}])
         for g in self.groups.values():
             for n, p in list(g.plans.items()):
-                # dilation nodes need no fit: whole-model calls are paced to the class's figure itself
-                if p.backend != "cgroup" or p.host_speed or p.model is None or p.target_ms is None:
+                if not fits(p):
                     continue
+                assert p.model is not None and p.target_ms is not None
                 key = fit_key(p.hardware_class, p.model, self.k)
                 cache = store.cgroup_cores
-                ray.get(g.compute_actor.load.remote(p.model, p.model, self.seed))
                 if (g.name, key) in done:  # another member of the same pool: same process, same value
                     value = done[(g.name, key)]
                     err = float("nan")
@@ -700,7 +706,10 @@ class Testbed:
 
         g = self.node_group[node]
         leaf = CgroupLeaf(g.cgroup["name"], g.cgroup["mode"], tuple(g.cgroup["dirs"])) if g.cgroup else None
-        code = f"import time\nend = time.monotonic() + {clock.wall(duration_s)}\nwhile time.monotonic() < end: pass\n"
+        # the burner ends with its time, or as soon as the runner that started it is gone (reparented: a runner
+        # SIGKILLed alone, not with its process group, must not leave busy processes behind)
+        code = (f"import os, time\nend = time.monotonic() + {float(clock.wall(duration_s))!r}\nparent = {os.getpid()}\n"
+                "while time.monotonic() < end and os.getppid() == parent: pass\n")
         pids = []
         for _ in range(cores):
             p = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -759,12 +768,13 @@ class Testbed:
 
         ray.get([g.node_actor.set_phase.remote(phase) for g in self._live_groups()])
 
-    def drain(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    def drain(self, timeout: float | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The spans and resource samples every node has recorded since the last drain (``timeout``: wall s)."""
         import ray
 
         spans, self._pending_spans = self._pending_spans, []
         samples, self._pending_samples = self._pending_samples, []
-        for s, r in ray.get([g.node_actor.drain.remote() for g in self._live_groups()]):
+        for s, r in ray.get([g.node_actor.drain.remote() for g in self._live_groups()], timeout=timeout):
             spans += s
             samples += r
         return spans, samples
