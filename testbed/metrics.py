@@ -61,6 +61,8 @@ class ChunkWriter:
         df = pd.DataFrame.from_records(records, columns=self.columns)
         tmp = self.directory / f".part-{self.count:05d}.parquet.tmp"
         df.to_parquet(tmp, index=False)
-        tmp.replace(self.directory / f"part-{self.count:05d}.parquet")
+        from testbed.results import fsync_replace
+
+        fsync_replace(tmp, self.directory / f"part-{self.count:05d}.parquet")
         self.count += 1
         self.rows += len(records)

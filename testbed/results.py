@@ -8,6 +8,7 @@ A run directory holds ``manifest.json`` (status: running → complete | failed |
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,10 +57,23 @@ def load(path: str | Path) -> RunResults:
     return RunResults(p, manifest, _read_parts(p / "spans", SPAN_COLUMNS), _read_parts(p / "resources"), summary)
 
 
+def fsync_replace(tmp: Path, path: Path) -> None:
+    """Make ``tmp`` durable, then move it over ``path`` and make the move durable too: after a crash or a power
+    cut the file is either its old or its new self, never a torn or empty one."""
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    tmp.replace(path)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_json(path: Path, data: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, default=str))
-    tmp.replace(path)
+    fsync_replace(tmp, path)
 
 
 def request_table(spans: pd.DataFrame) -> pd.DataFrame:

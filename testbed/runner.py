@@ -209,6 +209,7 @@ def run_experiment(exp: Experiment, out_root: str | Path = "results", address: s
     summary = pd.DataFrame()
     t_start = time.monotonic()  # wall: run duration
     tb: Testbed | None = None
+    raising = False  # the run itself failed or was interrupted: that error propagates, nothing may mask it
     try:
         with _signals_raise():
             tb = Testbed(exp.topology, run_id, spec.seed, links, compute, workload.node_models(exp.topology), address,
@@ -232,56 +233,64 @@ def run_experiment(exp: Experiment, out_root: str | Path = "results", address: s
                 if fit_caps:
                     manifest["calibration_fit"] = tb.fit_caps()
                     manifest["compute_plans"] = {n: p.to_dict() for n, p in tb.plans().items()}
-                workload.setup(tb)
                 player = None
-                if spec.scenario is not None and tb.network is not None:
-                    tb.network.scenario_started()  # mininet-wifi starts its stations' walks on this clock
-                if actions:
-                    from testbed.scenario import ScenarioPlayer
+                try:
+                    workload.setup(tb)
+                    if spec.scenario is not None and tb.network is not None:
+                        tb.network.scenario_started()  # mininet-wifi starts its stations' walks on this clock
+                    if actions:
+                        from testbed.scenario import ScenarioPlayer
 
-                    player = ScenarioPlayer(tb, actions)
-                    player.start()
-                total = workload.total_steps()
-                done = 0
-                last_drain = time.monotonic()  # wall: how often spans are collected
-                if progress:
-                    progress(0, total, "")
-                while True:
-                    res = workload.step(tb)
-                    done += res.progress
+                        player = ScenarioPlayer(tb, actions)
+                        player.start()
+                    total = workload.total_steps()
+                    done = 0
+                    last_drain = time.monotonic()  # wall: how often spans are collected
                     if progress:
-                        progress(done, total, str(res.info.get("label", "")))
-                    if time.monotonic() - last_drain > drain_every_s or res.done:  # wall: collection
-                        s, r = tb.drain()
-                        spans_w.write(s + (player.drain() if player else []))
-                        res_w.write(r)
-                        last_drain = time.monotonic()  # wall: collection
-                    if res.done:
-                        break
-                if player is not None:
-                    player.stop()
-                    spans_w.write(player.drain())
-                    manifest["scenario"] = {"actions": len(actions), "applied": player.applied,
-                                            "not_reached": len(actions) - player.applied - len(player.errors),
-                                            "errors": player.errors}
-                workload.teardown(tb)
-                for name, frame in workload.artifacts().items():
-                    if not frame.empty:
-                        frame.to_parquet(path / f"{name}.parquet", index=False)
-                s, r = tb.drain()
-                spans_w.write(s)
-                res_w.write(r)
-                manifest["bytes_by_pair"] = tb.byte_counters()
-                manifest["path_links"] = {f"{a}>{b}": [h.link.name + (":up" if h.src == h.link.a else ":down")
-                                                      for h in exp.topology.path(a, b).hops]
-                                          for a in exp.topology.nodes for b in exp.topology.nodes if a != b}
+                        progress(0, total, "")
+                    while True:
+                        res = workload.step(tb)
+                        done += res.progress
+                        if progress:
+                            progress(done, total, str(res.info.get("label", "")))
+                        if time.monotonic() - last_drain > drain_every_s or res.done:  # wall: collection
+                            s, r = tb.drain()
+                            spans_w.write(s + (player.drain() if player else []))
+                            res_w.write(r)
+                            last_drain = time.monotonic()  # wall: collection
+                        if res.done:
+                            break
+                    if player is not None:
+                        player.stop()
+                        spans_w.write(player.drain())
+                        manifest["scenario"] = {"actions": len(actions), "applied": player.applied,
+                                                "not_reached": len(actions) - player.applied - len(player.errors),
+                                                "errors": player.errors}
+                    workload.teardown(tb)
+                    for name, frame in workload.artifacts().items():
+                        if not frame.empty:
+                            frame.to_parquet(path / f"{name}.parquet", index=False)
+                    s, r = tb.drain()
+                    spans_w.write(s)
+                    res_w.write(r)
+                    manifest["bytes_by_pair"] = tb.byte_counters()
+                    manifest["path_links"] = {f"{a}>{b}": [h.link.name + (":up" if h.src == h.link.a else ":down")
+                                                          for h in exp.topology.path(a, b).hops]
+                                              for a in exp.topology.nodes for b in exp.topology.nodes if a != b}
+                except BaseException:
+                    # interrupted (SIGINT/SIGTERM) or failed mid-run: collect what the nodes hold before teardown
+                    # kills them, so every request that ran is in the results
+                    _salvage(tb, spans_w, res_w, player)
+                    raise
         manifest["status"] = "complete"
     except (KeyboardInterrupt, SystemExit):
         manifest["status"] = "interrupted"
+        raising = True
         raise
     except BaseException as exc:
         manifest["status"] = "failed"
         manifest["error"] = f"{type(exc).__name__}: {exc}"
+        raising = True
         raise
     finally:
         manifest["finished"] = dt.datetime.now(dt.UTC).isoformat()
@@ -293,18 +302,45 @@ def run_experiment(exp: Experiment, out_root: str | Path = "results", address: s
                 "time_dilation"]
             manifest["time"]["emulated_s"] = manifest["wall_s"] / manifest["time"]["time_dilation"]
             manifest["time"]["wall_s"] = manifest["wall_s"]
-        manifest["partial"] = manifest["status"] != "complete"
         manifest["rows"] = {"spans": spans_w.rows, "resources": res_w.rows}
-        if spans_w.rows or manifest["status"] == "complete":
-            from testbed.results import load
-
-            spans = load(path).spans
-            summary = workload.summarize(spans)
-            if not summary.empty:
-                summary.to_csv(path / "summary.csv", index=False)
-                write_json(path / "summary.json", json.loads(summary.to_json(orient="records")))
-                found = workload.findings(summary)
-                if not found.empty:
-                    found.to_csv(path / "findings.csv", index=False)
+        summary_error: BaseException | None = None
+        try:
+            if spans_w.rows or manifest["status"] == "complete":
+                summary = _summarize(workload, path)
+        except Exception as exc:  # noqa: BLE001 - recorded; it must not mask the run's own error
+            summary_error = exc
+            manifest["summary_error"] = f"{type(exc).__name__}: {exc}"
+            if manifest["status"] == "complete":  # the run's own error, if any, stays the first
+                manifest["status"] = "failed"
+                manifest["error"] = f"summary: {type(exc).__name__}: {exc}"
+        manifest["partial"] = manifest["status"] != "complete"
         write_json(path / "manifest.json", manifest)
+        if summary_error is not None and not raising:
+            raise summary_error
     return RunOutcome(run_id, path, manifest["status"], summary, manifest["warnings"], manifest)
+
+
+def _salvage(tb: Testbed, spans_w: ChunkWriter, res_w: ChunkWriter, player: Any) -> None:
+    """Best effort: write the spans and samples the nodes (and the scenario player) still hold."""
+    try:
+        if player is not None:
+            player.stop()
+        s, r = tb.drain(timeout=15)
+        spans_w.write(s + (player.drain() if player is not None else []))
+        res_w.write(r)
+    except Exception as exc:  # noqa: BLE001 - the run's own error is the one that propagates
+        logger.warning("could not collect the spans in flight: %s", exc)
+
+
+def _summarize(workload: Any, path: Path) -> pd.DataFrame:
+    """The run's summary and findings, from the spans written to ``path``."""
+    from testbed.results import load
+
+    summary: pd.DataFrame = workload.summarize(load(path).spans)
+    if not summary.empty:
+        summary.to_csv(path / "summary.csv", index=False)
+        write_json(path / "summary.json", json.loads(summary.to_json(orient="records")))
+        found = workload.findings(summary)
+        if not found.empty:
+            found.to_csv(path / "findings.csv", index=False)
+    return summary

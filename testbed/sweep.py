@@ -22,8 +22,9 @@ from typing import Any
 
 import pandas as pd
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator
 
+from testbed.config.models import _check_name
 from testbed.errors import ConfigError
 
 _INDEX = re.compile(r"^(?P<key>[^\[\]]+)?(?P<idx>(\[\d+\])*)$")
@@ -43,6 +44,9 @@ class SweepSpec(BaseModel):
     max_retries: int = Field(2, ge=0)  # Ray re-runs a point whose node died this many times
     fit_caps: bool = True
     metrics: list[str] = Field(default_factory=list)  # summary columns to plot; default: the numeric ones
+
+    # the name is a folder under the results root: an identifier, so that no name ('../x', '/etc') reaches outside
+    _name = field_validator("name")(_check_name)
 
 
 def _steps(path: str) -> list[str | int]:

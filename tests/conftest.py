@@ -101,7 +101,16 @@ def emulated_cluster(calibration_file: Path, monkeypatch: pytest.MonkeyPatch, he
         cluster.shutdown()
 
 
-privileged = pytest.mark.skipif(not is_root(), reason="needs root (network namespaces, tc, cgroups)")
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every root-only test carries ``@pytest.mark.privileged("what it needs root for")``; without root each is
+    skipped with that reason (one mechanism, so ``-m privileged`` / ``-m "not privileged"`` select them all)."""
+    if is_root():
+        return
+    for item in items:
+        m = item.get_closest_marker("privileged")
+        if m is not None:
+            why = m.args[0] if m.args else "network namespaces, tc, cgroups"
+            item.add_marker(pytest.mark.skip(reason=f"needs root ({why})"))
 
 
 @pytest.fixture(scope="session")

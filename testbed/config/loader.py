@@ -31,16 +31,51 @@ def _yaml_path(loc: tuple[Any, ...]) -> str:
     return out
 
 
+# A config file is typed by a person: past this size (or depth) it is a mistake or an attack, and parsing it would
+# spend the host's memory before anything could be said about it
+MAX_CONFIG_BYTES = 4 * 2**20
+MAX_CONFIG_DEPTH = 40
+
+
+class _Loader(yaml.SafeLoader):  # type: ignore[misc]
+    """``yaml.SafeLoader`` without aliases: an alias repeats a node by reference, and a few nested ones (the
+    "billion laughs") make validation walk billions of values. No shipped file uses them."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            ev = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not accepted in testbed files",
+                                              ev.start_mark)
+        depth = getattr(self, "_depth", 0)
+        if depth > MAX_CONFIG_DEPTH:
+            raise yaml.composer.ComposerError(None, None, f"nested more than {MAX_CONFIG_DEPTH} levels deep",
+                                              self.peek_event().start_mark)
+        self._depth = depth + 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth = depth
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping, turning I/O and syntax problems into ``ConfigError``."""
+    """Read a YAML mapping, turning I/O, encoding, size and syntax problems into ``ConfigError``."""
     p = Path(path)
     try:
-        text = p.read_text()
+        size = p.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{size} bytes is over the {MAX_CONFIG_BYTES} a testbed file may have", file=str(p),
+                              fix="split it, or keep large data (traces, weights) in files it names")
+        raw = p.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read the file: {exc.strerror}", file=str(p),
                           fix="check the path (relative paths start from the current directory)") from None
     try:
-        data = yaml.safe_load(text)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not UTF-8 text (byte {exc.start}: {raw[exc.start:exc.start + 1]!r})", file=str(p),
+                          fix="save the file as UTF-8") from None
+    try:
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -84,8 +119,15 @@ def load_catalog(directory: str | Path | None = None) -> Catalog:
     ``TESTBED_CATALOG_DIR`` overrides the default.
     """
     d = Path(directory or os.environ.get("TESTBED_CATALOG_DIR") or DEFAULT_CATALOG_DIR)
+    files = ("hardware.yaml", "links.yaml")
+    try:  # one parse per version of the files: every topology and experiment resolves against it
+        key = (str(d.resolve()), *(os.stat(d / f).st_mtime_ns for f in files))
+    except OSError:
+        key = None
+    if key is not None and key in _CATALOGS:
+        return _CATALOGS[key]
     data: dict[str, Any] = {}
-    for fname in ("hardware.yaml", "links.yaml"):
+    for fname in files:
         data.update(read_yaml(d / fname))
     hw = data.get("hardware_classes", {})
     if isinstance(hw, dict):
@@ -96,7 +138,12 @@ def load_catalog(directory: str | Path | None = None) -> Catalog:
             raise ConfigError(f"unknown link class {hc.nic_link_class!r}." + did_you_mean(
                 hc.nic_link_class, list(cat.link_classes)), file=str(d / "hardware.yaml"),
                 path=f"hardware_classes.{name}.nic_link_class", fix="use a key of links.yaml")
+    if key is not None:
+        _CATALOGS[key] = cat
     return cat
+
+
+_CATALOGS: dict[tuple[Any, ...], Catalog] = {}  # frozen models, shared read-only
 
 
 def build_topology(spec: TopologySpec, catalog: Catalog, source: str) -> Topology:

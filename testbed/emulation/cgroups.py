@@ -141,7 +141,13 @@ class CgroupLeaf:
         return out
 
     def remove(self) -> None:
-        """Move any remaining tasks to the parent and remove the directories; missing is fine."""
+        """End any process still in the leaf and remove the directories; missing is fine.
+
+        The leaf is the run's own: only its compute processes and CPU-spike burners are ever attached, and teardown
+        removes it after ending those. A process still inside is a leftover of the run (e.g. a burner whose runner
+        was killed): it is ended, by PID, not released onto the host with no cap."""
+        import signal
+
         for d in reversed(self.dirs):
             p = Path(d)
             if not p.exists():
@@ -150,8 +156,8 @@ class CgroupLeaf:
                 try:
                     for pid in (p / "cgroup.procs").read_text().split():
                         try:
-                            (p.parent / "cgroup.procs").write_text(pid)
-                        except OSError:
+                            os.kill(int(pid), signal.SIGKILL)
+                        except ProcessLookupError:
                             pass  # the task exited meanwhile
                     p.rmdir()
                     break

@@ -78,7 +78,7 @@ workload:
         hierarchical: false
         local_epochs: 2
         chain: true
-        attackers: [{{client: c2, kind: poison}}, {{client: c4, kind: free_rider, claim_samples: 1000}}]
+        attackers: [{{client: c2, kind: poison, from_round: 1}}, {{client: c4, kind: free_rider, claim_samples: 1000}}]
 """)
     out = run_experiment(load_experiment(exp), tmp_path / "results")
     f = pd.read_csv(out.path / "findings.csv")
@@ -88,8 +88,12 @@ workload:
     assert held["rewards are proportional to the recorded sample count"] == "held"
     c = pd.read_parquet(out.path / "fl_chain.parquet")
     att = c[c.variant == "attacked/chain"]
-    assert not att[att.client.isin(["c2", "c4"])].accepted.any()
+    assert not att[att.behaviour != "honest"].accepted.any()
     assert att[att.client == "c2"].slashed_eth.sum() > 0
     assert att[~att.client.isin(["c2", "c4"])].accepted.all()
+    # from_round reaches the client: c2 trains honestly in round 1 (accepted) and poisons from round 2 on
+    c2 = att[att.client == "c2"].set_index("round")
+    assert c2.loc[1, "behaviour"] == "honest" and c2.loc[1, "accepted"], c2
+    assert (c2.loc[2:, "behaviour"] == "poison").all() and not c2.loc[2:, "accepted"].any(), c2
     r = pd.read_parquet(out.path / "fl_rounds.parquet")
     assert r[r.variant == "attacked/chain"].accuracy.iloc[-1] > 0.8

@@ -11,7 +11,7 @@ from testbed.config.loader import load_experiment
 from testbed.results import load
 from testbed.runner import run_experiment
 
-from ..conftest import emulated_cluster, is_root
+from ..conftest import emulated_cluster
 from .test_run import experiment
 
 
@@ -51,7 +51,7 @@ def two_sites(calibration_file: Path, monkeypatch: pytest.MonkeyPatch) -> Iterat
         yield {"a": a, "b": b}
 
 
-@pytest.mark.skipif(not is_root(), reason="needs root (kernel links)")
+@pytest.mark.privileged("kernel links")
 def test_sites_pin_actors_and_links_between_them_fall_back_to_userspace(tmp_path: Path,
                                                                           two_sites: dict[str, str]) -> None:
     (tmp_path / "topo.yaml").write_text(SITES)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from testbed.config.loader import load_experiment
 from testbed.results import load
@@ -49,6 +50,7 @@ workload:
     assert (spans.kind == "dropout").any()
 
 
+@pytest.mark.privileged("kernel links: a client that leaves has its links taken down")
 def test_churn_clients_leave_and_join(tmp_path: Path, ray_local: None) -> None:
     """Churn. c3 is away from the start and joins at 6.5 s; rounds before that choose from the present clients only.
     c5 leaves 0.5 s into round 1, which times it out (round_timeout_s, 6 s) and goes on without it.

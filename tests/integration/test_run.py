@@ -11,8 +11,6 @@ from testbed.config.loader import load_experiment
 from testbed.results import load
 from testbed.runner import run_experiment
 
-from ..conftest import is_root
-
 TOPO = """
 name: small
 nodes:
@@ -41,7 +39,7 @@ seed: 3
 
 @pytest.mark.parametrize("links,compute", [
     ("userspace", "dilation"),
-    pytest.param("kernel", "cgroup", marks=pytest.mark.skipif(not is_root(), reason="needs root")),
+    pytest.param("kernel", "cgroup", marks=pytest.mark.privileged("kernel links, cgroups")),
 ])
 def test_run_end_to_end(tmp_path: Path, ray_local: None, links: str, compute: str) -> None:
     # Prepare
@@ -116,3 +114,33 @@ def test_duration_mode(tmp_path: Path, ray_local: None) -> None:
     assert set(req.phase) == {"device", "edge", "cloud"}
     span_s = (req.end_ns.max() - req.start_ns.min()) / 1e9
     assert 2.5 < span_s < 8.0
+
+
+def test_a_failing_summary_never_masks_the_run_or_leaves_it_running(tmp_path: Path, ray_local: None,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 17: the summary step runs in the runner's ``finally``. An error there used to replace the run's own
+    error and leave the manifest at ``running``. Faults injected into the real workload's methods."""
+    from workloads.inference import InferenceWorkload
+
+    def broken_summary(self: object, spans: object) -> None:
+        raise RuntimeError("summary broke")
+
+    monkeypatch.setattr(InferenceWorkload, "summarize", broken_summary)
+    exp = load_experiment(experiment(tmp_path, "userspace", "dilation", requests=1))
+    # the run itself succeeds: the summary's error is the run's error, and the manifest says so
+    with pytest.raises(RuntimeError, match="summary broke"):
+        run_experiment(exp, tmp_path / "a")
+    (man,) = [json.loads(p.read_text()) for p in (tmp_path / "a").rglob("manifest.json")]
+    assert man["status"] == "failed" and man["error"] == "summary: RuntimeError: summary broke", man
+    assert man["partial"] and man["rows"]["spans"] > 0
+
+    # the run fails first: its error propagates and stays the manifest's error; the summary's is kept beside it
+    def broken_step(self: object, tb: object) -> None:
+        raise ValueError("step broke")
+
+    monkeypatch.setattr(InferenceWorkload, "step", broken_step)
+    with pytest.raises(ValueError, match="step broke"):
+        run_experiment(exp, tmp_path / "b")
+    (man,) = [json.loads(p.read_text()) for p in (tmp_path / "b").rglob("manifest.json")]
+    assert man["status"] == "failed" and man["error"] == "ValueError: step broke", man
+

@@ -16,7 +16,7 @@ from testbed.runner import run_experiment
 from ..conftest import ROOT, is_root
 
 
-@pytest.mark.skipif(not is_root(), reason="needs root (kernel links: a link that goes down)")
+@pytest.mark.privileged("kernel links: a link that goes down")
 def test_trace_and_flap_during_inference(tmp_path: Path, ray_local: None) -> None:
     (tmp_path / "up.csv").write_text("t_s,rate_mbit\n0,100\n2.0,1\n")
     (tmp_path / "exp.yaml").write_text(f"""
@@ -115,7 +115,7 @@ scenario:
     assert s.loc["edge", "failed"] == (status == "failed").sum()
 
 
-@pytest.mark.skipif(not is_root(), reason="needs root (cgroups, kernel links)")
+@pytest.mark.privileged("cgroups, kernel links")
 def test_cpu_spike_slows_the_node_and_a_partition_heals(tmp_path: Path, ray_local: None) -> None:
     """One phase (the edge's), so both events fall inside it on any host: the workload's interval is a floor
     on the phase's length in emulated time (45 x 100 ms = 4.5 s, past the heal at 3.5 s), while how long past
@@ -156,7 +156,7 @@ scenario:
     assert (met[met.start_ns > downs.end_ns.max()].end_ns >= ups.start_ns.min()).all()
 
 
-@pytest.mark.skipif(not is_root(), reason="needs root (Mininet makes network namespaces)")
+@pytest.mark.privileged("Mininet makes network namespaces")
 def test_mininet_backend_runs_a_scenario_and_leaves_nothing(tmp_path: Path, ray_local: None) -> None:
     """Debian's wired Mininet builds the namespaces; the node actors attach to them by PID; a flap on a
     Mininet-made link works as on the kernel backend; Mininet's processes are gone afterwards."""
@@ -203,7 +203,7 @@ links:
 """
 
 
-@pytest.mark.skipif(not is_root(), reason="needs root (kernel links: a device's links go down while it is away)")
+@pytest.mark.privileged("kernel links: a device's links go down while it is away")
 def test_device_churn_during_inference(tmp_path: Path, ray_local: None) -> None:
     """A device leaves for 1.5 s and joins again: it sends nothing while away, its links are down, the other
     device is not disturbed, and both events are spans."""
@@ -260,7 +260,7 @@ scenario:
     assert status.iloc[-5:].eq("ok").all()  # the restarted edge answers again
 
 
-@pytest.mark.skipif(not is_root(), reason="needs root (kernel links: a device's links go down while it is away)")
+@pytest.mark.privileged("kernel links: a device's links go down while it is away")
 def test_back_to_back_device_that_never_returns_does_not_hold_the_run(tmp_path: Path, ray_local: None) -> None:
     """No frame period, and d2 leaves for good: d1 sends all its requests, d2 stops, and the run ends."""
     (tmp_path / "topo.yaml").write_text(TWO_DEVICES)

@@ -85,7 +85,11 @@ def test_sweep_spreads_resumes_and_survives_a_lost_node(tmp_path: Path, cluster3
                 break
         time.sleep(0.2)
     assert victim is not None, "no point started"
-    time.sleep(1.0)  # let its run get going
+    # its run has begun (the runner wrote the manifest): the node dies under a run, not before one
+    started = tmp_path / f"results/sweeps/lossy/runs/lossy_{victim[0]}"
+    while not list(started.glob("*/manifest.json")) and time.monotonic() < deadline:
+        time.sleep(0.05)  # polling a file the run writes, not a guess at how long it takes
+    assert list(started.glob("*/manifest.json")), "the point's run never started"
     cluster3.remove_node(nodes[victim[1]])
     th.join(600)
     t = result["table"].drop_duplicates("point").set_index("point")
@@ -109,3 +113,9 @@ def test_bad_sweep_path_is_refused_before_anything_runs(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="requets_per_device"):
         run_sweep(f, tmp_path / "results")
     assert not list((tmp_path / "results").glob("sweeps/bad/**/manifest.json"))  # no run was started
+    # the name is a folder under the results root: one that would reach outside it is refused
+    f.write_text("name: ../../escaped\nexperiment: exp.yaml\ngrid:\n  workload.params.requests_per_device: [1]\n")
+    with pytest.raises(ConfigError, match="not a valid identifier") as ei:
+        run_sweep(f, tmp_path / "results")
+    assert ei.value.path == "name"
+    assert not (tmp_path / "escaped").exists() and not (tmp_path.parent / "escaped").exists()

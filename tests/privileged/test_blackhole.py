@@ -12,9 +12,7 @@ import pytest
 from testbed.lifecycle.cleanup import blackhole_present, remove_entry, take_blackhole
 from testbed.lifecycle.ledger import Ledger, read_pending
 
-from ..conftest import is_root
-
-pytestmark = [pytest.mark.privileged, pytest.mark.skipif(not is_root(), reason="needs root (host routes)")]
+pytestmark = pytest.mark.privileged("host routes")
 BH = "198.18.0.0/15"
 
 

@@ -18,9 +18,9 @@ from testbed.errors import ConfigError, PrivilegeError
 from testbed.lifecycle.cleanup import blackhole_present, clean
 from testbed.lifecycle.ledger import Ledger
 
-from ..conftest import ROOT, is_root, leftovers
+from ..conftest import ROOT, leftovers
 
-pytestmark = [pytest.mark.privileged, pytest.mark.skipif(not is_root(), reason="needs root")]
+pytestmark = pytest.mark.privileged("network namespaces, tc, cgroups")
 
 
 def start_long_run(tmp_path: Path, name: str) -> subprocess.Popen[bytes]:
@@ -115,6 +115,23 @@ def test_cgroup_caps_cpu_and_memory() -> None:
         proc.kill()
         leaf.remove()
     assert not any(Path(d).exists() for d in leaf.dirs)
+
+
+def test_removing_a_leaf_ends_what_is_left_in_it() -> None:
+    """A process still in the run's leaf at removal is a leftover of the run: it is ended, not released uncapped."""
+    from testbed.emulation.cgroups import CgroupLeaf, cgroup_mode
+
+    leaf = CgroupLeaf.plan("tb-test-cg2", cgroup_mode())
+    proc = subprocess.Popen([sys.executable, "-c", "import time\nwhile True: time.sleep(1)"])
+    try:
+        leaf.create(0.5, None, 20_000)
+        leaf.attach(proc.pid)
+        leaf.remove()
+        assert proc.wait(10) == -9  # SIGKILL
+        assert not any(Path(d).exists() for d in leaf.dirs)
+    finally:
+        proc.kill()
+        leaf.remove()
 
 
 def test_address_collision_is_a_config_error(tmp_path: Path) -> None:

@@ -15,9 +15,9 @@ from testbed.runner import run_experiment
 
 from ..conftest import ROOT, is_root
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.privileged("mininet-wifi"), pytest.mark.skipif(
     not is_root() or find_mininet(wifi=True)[0] is None or not hwsim_available()[0],
-    reason="needs root, mininet-wifi and mac80211_hwsim (the project's Vagrant VM)")
+    reason="needs root, mininet-wifi and mac80211_hwsim (the project's Vagrant VM)")]
 
 
 def test_station_walks_away_over_mininet_wifi(tmp_path: Path, ray_local: None) -> None:

@@ -20,10 +20,6 @@ from testbed.emulation import tc
 from testbed.lifecycle.cleanup import CleanReport, clean_entries
 from testbed.lifecycle.ledger import Ledger
 
-from ..conftest import is_root
-
-pytestmark = pytest.mark.privileged
-
 RATES_MBIT = (0.02, 0.1, 1.0, 10.0, 100.0, 300.0, 1000.0, 20_000.0)
 
 
@@ -98,7 +94,7 @@ def _static_neighbours(ns_a: str, ns_b: str, ifname: str, addr_a: str, addr_b: s
             n.neigh("add", dst=peer_addr, lladdr=macs[peer], ifindex=n.link_lookup(ifname=ifname)[0], state=0x80)
 
 
-@pytest.mark.skipif(not is_root(), reason="needs root")
+@pytest.mark.privileged("tc on a veth pair")
 def test_tbf_is_exact_at_two_kbit_per_second_of_wall_time() -> None:
     """20 kbit/s emulated at k = 10: 2 kbit/s of wall rate, where pyroute2's plain TBF delivered nothing."""
     from testbed.emulation.netns import create_netns, create_veth, in_netns, ipr

@@ -245,6 +245,9 @@ def test_blockfl_config_checks(tmp_path: Path) -> None:
         ("{chain: {}, variants: [{chain: true, compression: topk}]}", "uncompressed"),
         ("{chain: {}, variants: [{attackers: [{client: edge_a, kind: poison}]}]}", "not a client"),
         ("{chain: {url: 'http://203.0.113.5:8545'}, variants: [{chain: true}]}", "loopback"),
+        ("{variants: [{local_epochs: 1}, {local_epochs: 2}]}", "both labelled"),  # would share attacker state
+        ("{variants: [{deadline_s: 0.3}]}", "flat, synchronous"),  # fl_hier5 has edges: hierarchical by default
+        ("{variants: [{hierarchical: false, mode: async, deadline_s: 0.3}]}", "flat, synchronous"),
         ("{chain: {url: 'http://198.18.0.7:8545'}, variants: [{chain: true}]}", "loopback"),
     ]:
         exp.write_text(f"name: e\ntopology: {root / 'topologies/fl_hier5.yaml'}\n"

@@ -197,3 +197,21 @@ def test_hop_breakdown_from_spans() -> None:
     ])
     row = hop_breakdown(spans).loc[("cam", "edge")]
     assert (row.uplink, row.queue, row.compute, row.downlink, row.other) == pytest.approx((20, 1, 20, 7, 2))
+
+
+@pytest.mark.parametrize("content, needle", [
+    (b"name: \xff\xfe\n", "not UTF-8"),
+    (("a: " + "[" * 100_000 + "]" * 100_000 + "\n").encode(), "nested more than 40"),  # was a RecursionError
+    (b"a: &x [1, 2]\nb: *x\n", "aliases"),  # the billion-laughs shape, at its smallest
+    (b"a: " + b"x" * (5 * 2**20) + b"\n", "over the"),
+])
+def test_malformed_files_get_one_message(tmp_path: Path, content: bytes, needle: str) -> None:
+    p = tmp_path / "bad.yaml"
+    p.write_bytes(content)
+    with pytest.raises(ConfigError, match=needle) as ei:
+        load_topology(p)
+    assert str(p) in str(ei.value) and "fix:" in str(ei.value)
+    if "nested" in needle:  # and through the CLI (once: a process costs seconds): one message, exit 2
+        r = subprocess.run([sys.executable, "-m", "testbed.cli.app", "validate", str(p)], capture_output=True,
+                           text=True, check=False)
+        assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stdout + r.stderr, r.stderr

@@ -47,8 +47,10 @@ class FLClientRole:
         self.wallet.transact("register", False, value=int(cfg["deposit_wei"]))
         return str(self.wallet.address)
 
-    def attack_in(self, rt: Any, variant: str, kind: str, scale: float, claim_samples: int | None) -> None:
-        self.attacks[variant] = {"kind": kind, "scale": scale, "claim_samples": claim_samples}
+    def attack_in(self, rt: Any, variant: str, attack: dict[str, Any]) -> None:
+        """Misbehave in ``variant``: ``attack`` is the whole ``Attacker`` (kind, scale, claim_samples, from_round),
+        sent as one record so that no option is dropped on the way."""
+        self.attacks[variant] = dict(attack)
 
     def load_data(self, rt: Any, x: np.ndarray, labels: list[int]) -> int:
         rt.compute(KEY, x, -1, method="set_data", kwargs={"client": rt.name, "labels": labels})
@@ -72,7 +74,7 @@ class FLClientRole:
         delta = np.asarray(delta, np.float32)
         n = self.n
         attack = self.attacks.get(c["variant"])
-        if attack is not None and rnd >= int(attack.get("from_round", 0)):
+        if attack is not None and rnd >= int(attack["from_round"]):
             rt.span("attack", clock.now_ns(), clock.now_ns(), request_id=rnd, attack=attack["kind"])
             if attack["kind"] == "poison":  # model poisoning: the update reversed and scaled up
                 delta = (-float(attack["scale"]) * delta).astype(np.float32)
@@ -449,7 +451,21 @@ class Federated(Workload):
             raise ConfigError("the FL models are built for 8x8 digits so far", file=source,
                               path="workload.params.dataset", fix="use dataset: digits")
         clients = topology.by_tier(Tier.DEVICE)
+        seen: dict[str, int] = {}
         for i, v in enumerate(params.variants):
+            if v.label() in seen:
+                # results, dropouts and attackers are keyed by the label: two variants sharing one would mix
+                raise ConfigError(f"variants {seen[v.label()]} and {i} are both labelled {v.label()!r}", file=source,
+                                  path=f"workload.params.variants[{i}]",
+                                  fix=f"give one of them a name: (e.g. name: {v.label()}-{i})")
+            seen[v.label()] = i
+            hier = v.hierarchical if v.hierarchical is not None else bool(topology.by_tier(Tier.EDGE))
+            if v.deadline_s and (hier or v.mode == "async"):
+                # the deadline predicts a client's round from its last flat, synchronous one; hierarchical and
+                # asynchronous rounds do not time clients one by one, so it would be validated and then ignored
+                raise ConfigError("deadline_s applies to flat, synchronous rounds only", file=source,
+                                  path=f"workload.params.variants[{i}].deadline_s",
+                                  fix="set hierarchical: false and mode: sync, or drop deadline_s")
             if v.chain and params.chain is None:
                 raise ConfigError("a variant asks for the chain but no chain is configured", file=source,
                                   path=f"workload.params.variants[{i}].chain", fix="add workload.params.chain: {}")
@@ -577,8 +593,7 @@ class Federated(Workload):
                 for c in gone:
                     tb.call(c, "fl_client", "drop_in", variant=v.label(), rounds=[d.round])
             for a in v.attackers:
-                tb.call(a.client, "fl_client", "attack_in", variant=v.label(), kind=a.kind, scale=a.scale,
-                        claim_samples=a.claim_samples)
+                tb.call(a.client, "fl_client", "attack_in", variant=v.label(), attack=a.model_dump())
         cfg = self._cfg(v)
         if v.chain:
             cfg.update(self.chain_cfg, chain_round=vi * 100_000 + rnd)
@@ -632,8 +647,8 @@ class Federated(Workload):
         import ray
 
         eth = 10**18
-        attackers = {a.client: a.kind for a in v.attackers}
-        claims = {a.client: a.claim_samples for a in v.attackers if a.claim_samples}
+        attackers = {a.client: a.kind for a in v.attackers if rnd >= a.from_round}  # honest until from_round
+        claims = {a.client: a.claim_samples for a in v.attackers if a.claim_samples and rnd >= a.from_round}
         info = res.get("chain", {})
         for cl in self.clients:
             earned = ray.get(self.chain.view.remote(self.contract, "earned", [self.directory[cl]])) / eth
