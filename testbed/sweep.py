@@ -169,10 +169,9 @@ def run_sweep(sweep_path: str | Path, out_root: str | Path = "results", address:
     spec, root, points = prepare(sweep_path, out_root)
     started = False
     if not ray.is_initialized():
-        import logging
+        from testbed.control import init_ray
 
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False,
-                 logging_level=logging.ERROR, namespace="testbed")
+        init_ray(address)
         started = True
     try:
         todo = [p for p in points if _status(p) != "complete"]

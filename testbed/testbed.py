@@ -18,6 +18,7 @@ from typing import Any
 from testbed import clock
 from testbed.calibration import CalibrationStore, ComputePlan, fit_key, plan_compute
 from testbed.config.models import LinkSpec, MobilitySpec
+from testbed.control import init_ray
 from testbed.dilation import DilationChoice
 from testbed.emulation.network import KernelNetwork, NetworkBackend, UserspaceNetwork
 from testbed.errors import EmulationError, PrivilegeError, ResourceError
@@ -136,8 +137,7 @@ class Testbed:
         if self.compute_backend == "cgroup" and os.geteuid() != 0:
             raise PrivilegeError("the cgroup compute backend needs root; use backends: {compute: dilation}")
         if not ray.is_initialized():
-            ray.init(address=self.address, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
-                     configure_logging=False, namespace="testbed")
+            init_ray(self.address)
             self._stack.callback(ray.shutdown)
         self.timings["ray_init_s"] = time.monotonic() - t0  # wall: set-up timings
         store = CalibrationStore.load()

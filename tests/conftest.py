@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from testbed.control import init_ray, worker_env
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -74,8 +76,7 @@ def ray_local(_shared_ray: None, calibration_file: Path) -> Iterator[None]:
 
     os.environ["TESTBED_CALIBRATION"] = str(calibration_file)
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
-                 configure_logging=False, namespace="testbed-tests")
+        init_ray(namespace="testbed-tests", num_cpus=2)
     yield
 
 
@@ -91,6 +92,7 @@ def emulated_cluster(calibration_file: Path, monkeypatch: pytest.MonkeyPatch, he
     monkeypatch.setenv("TESTBED_CALIBRATION", str(calibration_file))
     if ray.is_initialized():  # the tests' shared local Ray: a cluster needs a driver of its own
         ray.shutdown()
+    worker_env()  # the cluster's raylets start their workers at nice 0, as init_ray's do
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "resources": head_resources})
     ids = [cluster.add_node(num_cpus=1, resources=res).node_id for res in nodes]
     ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False, configure_logging=False)
