@@ -21,6 +21,10 @@ CONTRACTS = Path(__file__).with_name("contracts")
 # Shanghai rather than Vyper's default (Cancun): the widest range of clients runs it (Ganache 7 stops at
 # Shanghai), and the contracts need nothing newer.
 EVM_VERSION = "shanghai"
+# offload_market: a task not settled within this many blocks of its posting may be expired and its bounty refunded.
+# Far past any run's length (a block per transaction under automine, a few per second with block_ms), so that a
+# run never sees a live task expire; a test mines past it.
+TASK_TIMEOUT_BLOCKS = 100_000
 
 
 def check_chain_url(url: str | None) -> str | None:

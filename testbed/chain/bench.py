@@ -35,13 +35,13 @@ def _compile_s() -> float:
 
 
 def _local_tx_ms(n: int, url: str | None) -> list[float]:
-    from testbed.chain import keccak, node_key
+    from testbed.chain import TASK_TIMEOUT_BLOCKS, keccak, node_key
     from testbed.chain.client import ChainClient, direct
     from testbed.chain.evm import EVMChain
 
     chain = EVMChain(url)
     try:
-        addr = chain.deploy("offload_market", [ETH, ETH // 2, 1, 0])
+        addr = chain.deploy("offload_market", [ETH, ETH // 2, 1, 0, TASK_TIMEOUT_BLOCKS])
         from testbed.chain import compiled
 
         c = ChainClient(node_key(0, "bench"), addr, compiled("offload_market")["abi"], chain.info()["chain_id"],
@@ -61,13 +61,14 @@ def _local_tx_ms(n: int, url: str | None) -> list[float]:
 def _path_tx_ms(backend: str, delay_ms: float, n: int, block_ms: float | None) -> list[float]:
     import ray
 
+    from testbed.chain import TASK_TIMEOUT_BLOCKS
     from testbed.testbed import Testbed
 
     topo = pair_topology(link(50, delay_ms))
     run_seed = 0
     with Testbed(topo, secrets.token_hex(4), run_seed, backend, "none", {"a": None, "b": None}) as tb:
         chain = tb.start_chain("b", None, block_ms)
-        addr = ray.get(chain.deploy.remote("offload_market", [ETH, ETH // 2, 1, 0]))
+        addr = ray.get(chain.deploy.remote("offload_market", [ETH, ETH // 2, 1, 0, TASK_TIMEOUT_BLOCKS]))
         from testbed.chain import address_of, node_key
 
         ray.get(chain.fund.remote([address_of(node_key(run_seed, "a"))], 2 * ETH))

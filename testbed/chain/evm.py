@@ -91,6 +91,17 @@ class EVMChain:
         for h in hashes:
             self._receipt(h)
 
+    def mine(self, blocks: int) -> int:
+        """Mine ``blocks`` empty blocks (eth-tester's ``mine_blocks``, or the node's ``evm_mine``); returns the
+        latest block number. For tests of block deadlines."""
+        with self._lock:
+            if self.tester is not None:
+                self.tester.mine_blocks(blocks)
+            else:
+                for _ in range(blocks):
+                    self.w3.provider.make_request("evm_mine", [])
+            return int(self.w3.eth.block_number)
+
     def deploy(self, name: str, args: list[Any], value: int = 0) -> str:
         c = compiled(name)
         with self._lock:

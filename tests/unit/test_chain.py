@@ -20,6 +20,7 @@ from testbed.chain.evm import EVMChain  # noqa: E402
 
 ETH = 10**18
 DEPOSIT, SLASH, BOUNTY = ETH, ETH // 2, ETH // 10
+TIMEOUT = 30  # blocks: one per transaction here, and the expiry test mines past it
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +70,7 @@ def market(request: pytest.FixtureRequest, contract_cache: Path,
            monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[EVMChain, str, Any]]:
     monkeypatch.setenv("TESTBED_CONTRACT_CACHE", str(contract_cache))
     led = EVMChain(request.getfixturevalue("rpc_node") if request.param == "json-rpc" else None)
-    addr = led.deploy("offload_market", [DEPOSIT, SLASH, 2, 1000])
+    addr = led.deploy("offload_market", [DEPOSIT, SLASH, 2, 1000, TIMEOUT])
     info = led.info()
 
     def wallet(name: str) -> ChainClient:
@@ -171,20 +172,86 @@ def test_complete_for_missing_task_second_claim_and_outsider_vote_rejected(marke
         outsider.transact("register", True, value=DEPOSIT // 2)
 
 
+def test_a_requester_cannot_claim_or_validate_its_own_task(market: Any) -> None:
+    led, addr, wallet = market
+    p = setup_parties(wallet)
+    # the requester is also a staked edge node: without the check it could claim its own bounty back and judge it
+    p["e1"].transact("require_task", keccak(b"x"), keccak(b"s"), value=BOUNTY)
+    tid = led.view(addr, "task_count", [])
+    with pytest.raises(Rejected, match="the requester cannot claim its own task"):
+        p["e1"].transact("complete", tid, keccak(b"r"))
+    p["e2"].transact("complete", tid, keccak(b"r"))
+    with pytest.raises(Rejected, match="the requester cannot validate its own task"):
+        p["e1"].transact("vote", tid, 1)
+    assert led.view(addr, "tasks", [tid])[6] == 0  # no vote counted
+
+
+def test_an_unsettled_task_expires_and_refunds_without_slashing(market: Any) -> None:
+    """Funds do not lock: a claimed task that no validator settles (cancel refuses it: it has a claim) is
+    refunded by anyone once its deadline has passed, and nobody's deposit is cut."""
+    led, addr, wallet = market
+    p = setup_parties(wallet)
+    tid = p["dev"].transact("require_task", keccak(b"x"), keccak(b"s"), value=BOUNTY)["events"][0]["args"]["task_id"]
+    p["e1"].transact("complete", tid, keccak(b"r"))
+    p["e2"].transact("vote", tid, 1)  # one of the two votes needed: VALIDATING, stuck without the timeout
+    with pytest.raises(Rejected, match="task has claims"):
+        p["dev"].transact("cancel", tid)
+    with pytest.raises(Rejected, match="has not timed out"):
+        p["e4"].transact("expire", tid)
+    deadline = led.view(addr, "tasks", [tid])[8]
+    led.mine(deadline - led.info()["block"] + 1)
+    with pytest.raises(Rejected, match="task expired"):
+        p["e3"].transact("vote", tid, 1)
+    rc = p["e4"].transact("expire", tid)
+    assert rc["events"][0]["event"] == "Expired" and rc["events"][0]["args"]["refunded"] == BOUNTY
+    assert led.view(addr, "tasks", [tid])[4] == 4  # REFUNDED
+    assert led.view(addr, "credit", [p["dev"].address]) == BOUNTY
+    assert led.view(addr, "deposits", [p["e1"].address]) == DEPOSIT
+    with pytest.raises(Rejected, match="already settled"):
+        p["e4"].transact("expire", tid)
+
+
+REWARD = 10**17
+
+
+def blockfl(seed: int, k: int, parties: tuple[str, ...]) -> tuple[EVMChain, str, dict[str, ChainClient]]:
+    """An embedded chain with the BlockFL contract (``k`` validators needed, coordinator "server"), and a funded
+    wallet per party, each registered: names starting with "v" as validators, the others as clients."""
+    led = EVMChain()
+    addr = led.deploy("blockfl", [address_of(node_key(seed, "server")), DEPOSIT, SLASH, REWARD, k], value=10 * REWARD)
+    cid, abi = led.info()["chain_id"], compiled("blockfl")["abi"]
+    w = {n: ChainClient(node_key(seed, n), addr, abi, cid, direct(led)) for n in ("server", *parties)}
+    led.fund([c.address for c in w.values()], 10 * ETH)
+    for n in parties:
+        w[n].transact("register", n.startswith("v"), value=DEPOSIT)
+    return led, addr, w
+
+
+def test_blockfl_roles_are_fixed_and_votes_capped(contract_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client cannot re-register as a validator and vote for its own update, and a round counts exactly
+    ``validators_needed`` votes: a late colluding validator cannot tip the majority."""
+    monkeypatch.setenv("TESTBED_CONTRACT_CACHE", str(contract_cache))
+    led, addr, w = blockfl(4, 2, ("c1", "c2", "v1", "v2", "v3"))
+    w["c1"].transact("submit", 0, keccak(b"poison"), 100)
+    w["c2"].transact("submit", 0, keccak(b"honest"), 100)
+    with pytest.raises(Rejected, match="the role is fixed at registration"):
+        w["c1"].transact("register", True, value=DEPOSIT)
+    with pytest.raises(Rejected, match="validator has no deposit"):
+        w["c1"].transact("vote", 0, 0b11)
+    w["v1"].transact("vote", 0, 0b10)  # the poisoned update rejected
+    w["v2"].transact("vote", 0, 0b10)
+    with pytest.raises(Rejected, match="the round has all its votes"):
+        w["v3"].transact("vote", 0, 0b11)  # a third voter, colluding with c1
+    assert w["c1"].view("verdict", 0) == 0b10
+    w["server"].transact("close_round", 0, keccak(b"m"))
+    assert led.view(addr, "deposits", [w["c1"].address]) == DEPOSIT - SLASH
+    w["c1"].transact("register", False, value=SLASH)  # topping up as what it is stays allowed
+    led.close()
+
+
 def test_blockfl_rewards_by_samples_and_slashes_rejected(contract_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TESTBED_CONTRACT_CACHE", str(contract_cache))
-    led = EVMChain()
-    reward = 10**17
-    coordinator = address_of(node_key(3, "server"))
-    addr = led.deploy("blockfl", [coordinator, DEPOSIT, SLASH, reward, 1], value=10 * reward)
-    cid = led.info()["chain_id"]
-    abi = compiled("blockfl")["abi"]
-    w = {"server": ChainClient(node_key(3, "server"), addr, abi, cid, direct(led))}
-    led.fund([coordinator], ETH)
-    for n in ("c1", "c2", "c3", "v1"):
-        w[n] = ChainClient(node_key(3, n), addr, abi, cid, direct(led))
-        led.fund([w[n].address], 10 * ETH)
-        w[n].transact("register", n.startswith("v"), value=DEPOSIT)
+    led, addr, w = blockfl(3, 1, ("c1", "c2", "c3", "v1"))
     w["c1"].transact("submit", 0, keccak(b"u1"), 100)
     w["c2"].transact("submit", 0, keccak(b"u2"), 300)
     with pytest.raises(Rejected, match="duplicate update"):
@@ -203,8 +270,8 @@ def test_blockfl_rewards_by_samples_and_slashes_rejected(contract_cache: Path, m
     w["server"].transact("close_round", 0, keccak(b"m"))
     with pytest.raises(Rejected, match="round closed"):
         w["c1"].transact("submit", 0, keccak(b"late"), 10)
-    assert led.view(addr, "credit", [w["c1"].address]) == reward * 100 // 400
-    assert led.view(addr, "credit", [w["c2"].address]) == reward * 300 // 400
+    assert led.view(addr, "credit", [w["c1"].address]) == REWARD * 100 // 400
+    assert led.view(addr, "credit", [w["c2"].address]) == REWARD * 300 // 400
     assert led.view(addr, "credit", [w["c3"].address]) == 0
     assert led.view(addr, "deposits", [w["c3"].address]) == DEPOSIT - SLASH
     led.close()

@@ -34,7 +34,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, field_validator
 
 from testbed import clock
-from testbed.chain import address_of, keccak, node_key
+from testbed.chain import TASK_TIMEOUT_BLOCKS, address_of, keccak, node_key
 from testbed.chain.client import ChainClient, Rejected, node_wallet
 from testbed.config.models import Tier
 from testbed.errors import ConfigError
@@ -363,7 +363,8 @@ class ChainOffloading(Workload):
         md = MODELS.get(self.p.model)
         self.chain = tb.start_chain(self.host, c.url, c.block_ms)
         self.contract = ray.get(self.chain.deploy.remote(CONTRACT, [
-            int(c.deposit_eth * ETH), int(c.slash_eth * ETH), c.validators, int(c.validator_share * 10_000)]))
+            int(c.deposit_eth * ETH), int(c.slash_eth * ETH), c.validators, int(c.validator_share * 10_000),
+            TASK_TIMEOUT_BLOCKS]))
         info = ray.get(self.chain.info.remote())
         self.address = {n: address_of(node_key(self.seed, n)) for n in self.devices + self.edges}
         self.node_of = {a: n for n, a in self.address.items()}

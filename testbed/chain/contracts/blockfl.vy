@@ -7,7 +7,10 @@
         round's submissions. The coordinator closes the round with the hash of the new global model:
         a submission a strict majority accepted earns a share of the round's reward proportional to
         its sample count; one the majority rejected loses `slash_amount` of its deposit, which goes
-        back to the reward pool. Only accepted, recorded updates may be aggregated.
+        back to the reward pool. Only accepted, recorded updates may be aggregated. An address's role
+        (client or validator) is fixed when it first registers, so a client cannot turn validator and vote
+        for its own update; a round counts exactly `validators_needed` votes, so extra colluding voters
+        cannot tip a majority that is defined against that number.
 """
 
 MAX_SUBS: constant(uint256) = 256
@@ -44,6 +47,7 @@ validators_needed: public(uint256)
 
 deposits: public(HashMap[address, uint256])
 is_validator: public(HashMap[address, bool])
+registered: public(HashMap[address, bool])
 credit: public(HashMap[address, uint256])
 earned: public(HashMap[address, uint256])
 slashed: public(HashMap[address, uint256])
@@ -92,6 +96,8 @@ def fund():
 def register(validator: bool):
     """Stake (or top up) a deposit, as a client or as a validator."""
     assert self.deposits[msg.sender] + msg.value >= self.deposit_required, "deposit below the required stake"
+    assert not self.registered[msg.sender] or self.is_validator[msg.sender] == validator, "the role is fixed at registration"
+    self.registered[msg.sender] = True
     self.deposits[msg.sender] += msg.value
     self.is_validator[msg.sender] = validator
 
@@ -121,6 +127,7 @@ def vote(rnd: uint256, accepted: uint256):
     assert not self.closed[rnd], "round closed"
     assert self.n_subs[rnd] > 0, "nothing recorded to validate"
     assert not self.has_voted[rnd][msg.sender], "already voted"
+    assert self.n_votes[rnd] < self.validators_needed, "the round has all its votes"
     self.has_voted[rnd][msg.sender] = True
     n: uint256 = self.n_subs[rnd]
     for i: uint256 in range(MAX_SUBS):

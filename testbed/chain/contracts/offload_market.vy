@@ -8,7 +8,10 @@
         task settles: the first recorded claim that a strict majority found correct earns the
         bounty (less the validators' share); every claim the majority rejected loses
         `slash_amount` of its deposit, shared by the validators who voted with the majority.
-        If no claim is correct the bounty goes back to the requester.
+        If no claim is correct the bounty goes back to the requester. A requester can neither claim
+        nor validate its own task. A task not settled within `timeout_blocks` blocks of its posting
+        expires: anyone may then return its bounty to the requester (`expire`), so funds never lock
+        when validators stay away or a claim blocks cancellation.
 """
 
 MAX_CLAIMS: constant(uint256) = 8
@@ -28,6 +31,7 @@ struct Task:
     n_claims: uint256
     n_votes: uint256
     winner: address
+    deadline: uint256
 
 event Registered:
     who: indexed(address)
@@ -58,6 +62,10 @@ event Settled:
     paid: uint256
     slashed_total: uint256
 
+event Expired:
+    task_id: indexed(uint256)
+    refunded: uint256
+
 event Slashed:
     task_id: indexed(uint256)
     edge: indexed(address)
@@ -67,6 +75,7 @@ deposit_required: public(uint256)
 slash_amount: public(uint256)
 validators_needed: public(uint256)
 validator_share_bps: public(uint256)
+timeout_blocks: public(uint256)
 
 deposits: public(HashMap[address, uint256])
 is_edge: public(HashMap[address, bool])
@@ -85,11 +94,13 @@ task_count: public(uint256)
 
 
 @deploy
-def __init__(deposit: uint256, slash: uint256, k: uint256, share_bps: uint256):
+def __init__(deposit: uint256, slash: uint256, k: uint256, share_bps: uint256, timeout_blocks: uint256):
     assert deposit > 0, "the deposit must be positive"
     assert slash <= deposit, "cannot slash more than the deposit"
     assert k >= 1 and k <= MAX_VALIDATORS, "validators_needed out of range"
     assert share_bps <= 10000, "share above 100 %"
+    assert timeout_blocks >= 1, "a task needs at least one block to settle"
+    self.timeout_blocks = timeout_blocks
     self.deposit_required = deposit
     self.slash_amount = slash
     self.validators_needed = k
@@ -127,7 +138,8 @@ def require_task(input_hash: bytes32, spec: bytes32) -> uint256:
     tid: uint256 = self.task_count + 1
     self.task_count = tid
     self.tasks[tid] = Task(requester=msg.sender, bounty=msg.value, input_hash=input_hash, spec=spec,
-                           status=OPEN, n_claims=0, n_votes=0, winner=empty(address))
+                           status=OPEN, n_claims=0, n_votes=0, winner=empty(address),
+                           deadline=block.number + self.timeout_blocks)
     log Required(task_id=tid, requester=msg.sender, bounty=msg.value, input_hash=input_hash, spec=spec)
     return tid
 
@@ -138,7 +150,9 @@ def complete(task_id: uint256, result_hash: bytes32):
     status: uint8 = self.tasks[task_id].status
     assert status != 0, "no such task"
     assert status == OPEN, "task is closed to claims"
+    assert block.number <= self.tasks[task_id].deadline, "task expired"
     assert self.is_edge[msg.sender] and self._staked(msg.sender), "not a staked edge node"
+    assert msg.sender != self.tasks[task_id].requester, "the requester cannot claim its own task"
     assert not self.has_claimed[task_id][msg.sender], "already claimed this task"
     n: uint256 = self.tasks[task_id].n_claims
     assert n < MAX_CLAIMS, "too many claims"
@@ -156,7 +170,9 @@ def vote(task_id: uint256, verdicts: uint256):
     assert status != 0, "no such task"
     assert status == OPEN or status == VALIDATING, "task already settled"
     assert self.tasks[task_id].n_claims > 0, "nothing recorded to validate"
+    assert block.number <= self.tasks[task_id].deadline, "task expired"
     assert self.is_edge[msg.sender] and self._staked(msg.sender), "validator has no deposit"
+    assert msg.sender != self.tasks[task_id].requester, "the requester cannot validate its own task"
     assert not self.has_claimed[task_id][msg.sender], "a claimant cannot validate"
     assert not self.has_voted[task_id][msg.sender], "already voted"
     self.has_voted[task_id][msg.sender] = True
@@ -241,6 +257,20 @@ def cancel(task_id: uint256):
     assert self.tasks[task_id].status == OPEN and self.tasks[task_id].n_claims == 0, "task has claims"
     self.tasks[task_id].status = REFUNDED
     self.credit[msg.sender] += self.tasks[task_id].bounty
+
+
+@external
+def expire(task_id: uint256):
+    """Anyone: return the bounty of a task that was not settled by its deadline to its requester. Its claims
+    were never judged, so no deposit is cut and nobody is paid."""
+    status: uint8 = self.tasks[task_id].status
+    assert status != 0, "no such task"
+    assert status == OPEN or status == VALIDATING, "task already settled"
+    assert block.number > self.tasks[task_id].deadline, "the task has not timed out"
+    self.tasks[task_id].status = REFUNDED
+    bounty: uint256 = self.tasks[task_id].bounty
+    self.credit[self.tasks[task_id].requester] += bounty
+    log Expired(task_id=task_id, refunded=bounty)
 
 
 @external
