@@ -188,8 +188,8 @@ class ComputeActor:
         end = clock.now_ns()
         if plan["backend"] != "dilation":
             class_ns = end - start
-        return out, {"start_ns": start, "end_ns": end, "cpu_ns": cpu, "wall_ns": wall, "class_ns": int(class_ns),
-                     "call_overhead_ms": overhead_ms, "late_ms": late / 1e6}
+        return out, {"sent_ns": sent_ns, "start_ns": start, "end_ns": end, "cpu_ns": cpu, "wall_ns": wall,
+                     "class_ns": int(class_ns), "call_overhead_ms": overhead_ms, "late_ms": late / 1e6}
 
     def _class_ns(self, plan: dict[str, Any], key: str, cpu_ns: int, start_block: int, end_block: int | None,
                   method: str | None) -> float:

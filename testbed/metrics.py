@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 SPAN_COLUMNS = ["run_id", "request_id", "phase", "node", "kind", "start_ns", "end_ns", "duration_ms",
-                "bytes", "energy_j", "src", "dst", "cpu_ms", "class_ms", "attrs"]
+                "bytes", "energy_j", "src", "dst", "cpu_ms", "class_ms", "attrs_json"]
 
 
 def make_span(run_id: str, node: str, kind: str, start_ns: int, end_ns: int, *, request_id: int = -1,
@@ -23,7 +23,7 @@ def make_span(run_id: str, node: str, kind: str, start_ns: int, end_ns: int, *, 
     return {"run_id": run_id, "request_id": int(request_id), "phase": phase, "node": node, "kind": kind,
             "start_ns": int(start_ns), "end_ns": int(end_ns), "duration_ms": (end_ns - start_ns) / 1e6,
             "bytes": int(nbytes), "energy_j": float(energy_j), "src": src, "dst": dst, "cpu_ms": float(cpu_ms),
-            "class_ms": float(class_ms), "attrs": json.dumps(attrs, default=str) if attrs else ""}
+            "class_ms": float(class_ms), "attrs_json": json.dumps(attrs, default=str) if attrs else ""}
 
 
 class Buffer:

@@ -78,15 +78,20 @@ class Sample:
     loss_pct: float
 
 
-def trajectory(spec: MobilitySpec, top_rate_mbit: float, seed: int, wifi: str | None = None) -> list[Sample]:
-    """The link's state every ``step_s`` along the device's path (seeded: the same seed, the same run)."""
+def trajectory(spec: MobilitySpec, top_rate_mbit: float, seed: int, wifi: str | None = None,
+               until_s: float = math.inf, max_samples: int | None = None) -> list[Sample]:
+    """The link's state every ``step_s`` along the device's path (seeded: the same seed, the same run), up to
+    ``until_s``. ValueError if that is more than ``max_samples`` samples (checked before any is made)."""
     rng = np.random.default_rng(seed)
     knots = walk(spec, rng)
-    end = knots[-1][0]
+    end = min(knots[-1][0], until_s)
+    n = int(math.floor(end / spec.step_s)) + 1
+    if max_samples is not None and n > max_samples:
+        raise ValueError(f"{n} samples (every {spec.step_s:g} s for {end:g} s) is over {max_samples}")
     pl = spec.path_loss
     x = 0.0
     out = []
-    for k in range(int(math.floor(end / spec.step_s)) + 1):
+    for k in range(n):
         t = k * spec.step_s
         d = max(distance_at(knots, t), 0.1)
         # AR(1) shadowing with the stationary standard deviation shadowing_db

@@ -49,8 +49,15 @@ def _plots(spans: pd.DataFrame, resources: pd.DataFrame, manifest: dict[str, Any
         ax.set_ylabel("mean time per request (ms)")
         ax.set_xlabel("")
         ax.tick_params(axis="x", labelrotation=45, labelsize=7)
-        out.append(("Per-hop latency breakdown (uplink and downlink include the emulated link delay; "
-                    "other = actor calls and serialisation)", _png(fig)))
+        out.append(("Per-hop latency breakdown (uplink and downlink include the emulated link delay; queue = "
+                    "waiting for a node's message handler or its compute process, behind other requests; "
+                    "other = the rest: replies returning through actor calls, serialisation)", _png(fig)))
+
+        wf = waterfall_figure(spans)
+        if wf is not None:
+            out.append(("Where each millisecond went: a sample of requests (per phase the fastest, the median and "
+                        "the slowest), each span at its time since the request started; gaps are actor calls and "
+                        "serialisation", _png(wf)))
 
     lb = link_bytes(spans, manifest.get("path_links", {}))
     if not lb.empty:
@@ -78,6 +85,72 @@ def _plots(spans: pd.DataFrame, resources: pd.DataFrame, manifest: dict[str, Any
     return out
 
 
+WATERFALL_COLOURS = {"transfer": "tab:blue", "queue": "tab:red", "compute": "tab:green"}
+
+
+def waterfall_sample(spans: pd.DataFrame) -> pd.DataFrame:
+    """The requests a waterfall shows: per phase, the fastest, the median and the slowest (rows of the request
+    spans, by phase then latency)."""
+    req = spans[(spans.kind == "request") & (spans.request_id >= 0)]
+    picks = []
+    for _, g in req.sort_values("duration_ms", kind="stable").groupby("phase", sort=False):
+        picks += sorted({g.index[0], g.index[len(g) // 2], g.index[-1]}, key=lambda i: g.duration_ms[i])
+    return req.loc[picks]
+
+
+def waterfall_figure(spans: pd.DataFrame) -> Any:
+    """One row per sampled request; its transfer, queue and compute spans as bars from the request's start."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sample = waterfall_sample(spans)
+    if sample.empty:
+        return None
+    parts = spans[spans.kind.isin(list(WATERFALL_COLOURS)) & (spans.request_id >= 0)]
+    fig, ax = plt.subplots(figsize=(9, 0.35 * len(sample) + 1.5))
+    seen: set[str] = set()  # one legend entry per kind
+    for y, r in enumerate(sample.itertuples()):
+        mine = parts[(parts.request_id == r.request_id) & (parts.phase == r.phase)]
+        ax.barh(y, r.duration_ms, left=0, color="none", edgecolor="black", linewidth=0.6)
+        for kind, g in mine.groupby("kind"):
+            ax.barh([y] * len(g), g.duration_ms, left=(g.start_ns - r.start_ns) / 1e6, height=0.6,
+                    color=WATERFALL_COLOURS[str(kind)], label=None if kind in seen else str(kind))
+            seen.add(str(kind))
+        ax.text(r.duration_ms, y, f" {r.duration_ms:.1f} ms", va="center", fontsize=6)
+    ax.set_yticks(range(len(sample)), [f"{r.node} → {r.phase} #{r.request_id}" for r in sample.itertuples()],
+                  fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("ms since the request started (emulated)")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.08, 1.0))
+    ax.grid(alpha=0.3, axis="x")
+    return fig
+
+
+def _topology_tables(run_dir: Path) -> str:
+    """The nodes (tier, class, address) and links (rates, delays, loss per direction) the run resolved."""
+    f = run_dir / "topology.resolved.json"
+    if not f.exists():
+        return ""
+    t = json.loads(f.read_text())
+    nodes = pd.DataFrame([{"node": n, **v} for n, v in t.get("nodes", {}).items()])
+    rows = []
+    for lk in t.get("links", []):
+        row = {"link": f"{lk['a']}--{lk['b']}", "class": lk.get("link_class") or ""}
+        for d in ("up", "down"):
+            sp = lk.get(d) or {}
+            row[f"{d} Mbit/s"] = sp.get("rate_mbit")
+            row[f"{d} delay ms"] = sp.get("delay_ms")
+            row[f"{d} loss %"] = sp.get("loss_pct")
+        rows.append(row)
+    out = "<h2>Topology</h2>" + (nodes.to_html(index=False) if not nodes.empty else "")
+    if rows:
+        out += "<h3>Links (up = from the first end)</h3>" + pd.DataFrame(rows).to_html(
+            index=False, float_format=lambda v: f"{v:g}", na_rep="")
+    return out
+
+
 def scenario_figure(spans: pd.DataFrame) -> Any:
     """Each changed link's rate (and loss) over time, above every request's latency, from the scenario's start."""
     import json
@@ -92,7 +165,7 @@ def scenario_figure(spans: pd.DataFrame) -> Any:
     req = spans[spans.kind == "request"]
     fig, ax = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
     rows = [dict(json.loads(a), t=(s - t0) / 1e9, name=f"{src}-{dst}" if src else node)
-            for a, s, src, dst, node in zip(sc["attrs"], sc.start_ns, sc.src, sc.dst, sc.node, strict=True)]
+            for a, s, src, dst, node in zip(sc["attrs_json"], sc.start_ns, sc.src, sc.dst, sc.node, strict=True)]
     for name in dict.fromkeys(r["name"] for r in rows):
         pts = [r for r in rows if r["name"] == name and "up_rate_mbit" in r]
         if pts:
@@ -156,6 +229,7 @@ def render_report(run_dir: str | Path) -> Path:
                      f"{tm.get('emulated_s', float('nan')):.1f} s emulated took "
                      f"{tm.get('wall_s', float('nan')):.1f} s of wall time."
                      + (f" Approximated (class not reached): {html.escape(approx)}." if approx else "") + "</p>")
+    parts.append(_topology_tables(r.path))
     if m.get("warnings"):
         parts.append("<h2>Warnings</h2><ul>" + "".join(f"<li>{html.escape(w)}</li>" for w in m["warnings"]) + "</ul>")
     if (r.path / "findings.csv").exists():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 import os
@@ -26,7 +27,7 @@ from testbed.config.loader import REPO_ROOT, Experiment
 from testbed.doctor import choose_backends
 from testbed.errors import ConfigError
 from testbed.metrics import SPAN_COLUMNS, ChunkWriter
-from testbed.results import write_json
+from testbed.results import MANIFEST_SCHEMA_VERSION, write_json
 from testbed.testbed import Testbed
 from testbed.workload import WORKLOADS
 
@@ -64,8 +65,39 @@ def host_info() -> dict[str, Any]:
     from testbed.emulation.cgroups import cgroup_mode
 
     return {"hostname": platform.node(), "kernel": platform.release(), "machine": platform.machine(),
-            "cpus": os.cpu_count(), "memory_bytes": psutil.virtual_memory().total,
+            "cpus": os.cpu_count(), "cpu_model": _cpu_model(), "governor": _governor(),
+            "loadavg": list(os.getloadavg()), "memory_bytes": psutil.virtual_memory().total,
             "python": platform.python_version(), "cgroup": cgroup_mode(), "euid": os.geteuid()}
+
+
+def _cpu_model() -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def _governor() -> str | None:
+    """cpu0's cpufreq governor; None where the host exposes none (most VMs)."""
+    try:
+        return Path("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor").read_text().strip()
+    except OSError:
+        return None
+
+
+def catalog_used(exp: Experiment) -> dict[str, Any]:
+    """The catalog entries this run's nodes and links resolved to, as they were when it ran."""
+    from testbed.config.loader import load_catalog
+
+    t = exp.topology
+    hw = {v.hardware.name: v.hardware.model_dump(mode="json") for v in t.nodes.values()}
+    names = {lk.link_class for lk in t.links if lk.link_class}
+    links = load_catalog().link_classes
+    return {"hardware_classes": dict(sorted(hw.items())),
+            "link_classes": {n: links[n].model_dump(mode="json") for n in sorted(names) if n in links}}
 
 
 def package_versions() -> dict[str, str]:
@@ -78,6 +110,7 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+@functools.cache
 def installed_packages() -> dict[str, str]:
     """Every distribution in this environment and its version (the run's full freeze, to compare with
     constraints.txt)."""
@@ -132,6 +165,19 @@ def check_privileges(exp: Experiment, links: str, compute: str) -> None:
                           fix="run as root on a host with cgroups, or set backends: {compute: dilation}")
 
 
+def check_host(exp: Experiment) -> None:
+    """Refuse, before anything is created, what this host cannot give: a CPU spike of more busy processes than it
+    has cores (they would only share the cores, and the spike would not be the load the file asks for)."""
+    host = os.cpu_count() or 1
+    events = exp.spec.scenario.events if exp.spec.scenario is not None else []
+    for i, ev in enumerate(events):
+        cores = getattr(ev, "cores", None)
+        if cores is not None and cores > host:
+            raise ConfigError(f"cores {cores} is more than this host's {host}: a spike is one busy process per core, "
+                              "and more processes than cores only share them", file=exp.source,
+                              path=f"scenario.events[{i}].cores", fix=f"use at most {host} on this host")
+
+
 def new_run_dir(out_root: str | Path, experiment: str) -> tuple[str, Path]:
     """A fresh, never reused run directory."""
     while True:
@@ -168,6 +214,7 @@ def run_experiment(exp: Experiment, out_root: str | Path = "results", address: s
     spec = exp.spec
     links, compute, reasons = choose_backends(spec.backends.links, spec.backends.compute)
     check_privileges(exp, links, compute)
+    check_host(exp)
     actions = []
     if spec.scenario is not None:
         from testbed.scenario import timeline
@@ -197,11 +244,13 @@ def run_experiment(exp: Experiment, out_root: str | Path = "results", address: s
     workload = wl_cls(exp.params, spec.requests, spec.seed, spec.duration_s)
     run_id, path = new_run_dir(out_root, spec.name)
     manifest: dict[str, Any] = {
-        "run_id": run_id, "experiment": spec.name, "experiment_file": exp.source, "status": "running",
+        "schema_version": MANIFEST_SCHEMA_VERSION, "run_id": run_id, "experiment": spec.name,
+        "experiment_file": exp.source, "status": "running",
         "started": dt.datetime.now(dt.UTC).isoformat(), "seed": spec.seed,
         "config": spec.model_dump(mode="json"), "workload_params": exp.params.model_dump(mode="json"),
         "backends": {"links": links, "compute": compute, "why": reasons}, "host": host_info(),
         "packages": package_versions(), "installed": installed_packages(), "git": git_revision(), "warnings": [],
+        "catalog": catalog_used(exp),
     }
     write_json(path / "manifest.json", manifest)
     write_json(path / "topology.resolved.json", topology_dict(exp))

@@ -214,7 +214,14 @@ def timeline(spec: ScenarioSpec, topo: Topology, source: str, base_dir: Path, se
         wifi = lk.link_class if lk.link_class in LADDERS else mob.wifi
         top = lk.up.rate_mbit  # what the class gives next to the access point
         last: tuple[float, float] | None = None
-        for s in trajectory(mob, top, seed if mob.seed is None else mob.seed, wifi):
+        try:
+            samples = trajectory(mob, top, seed if mob.seed is None else mob.seed, wifi, until_s=spec.horizon_s,
+                                 max_samples=MAX_ACTIONS - len(acts))
+        except ValueError as exc:
+            raise ConfigError(f"mobility[{i}]: {exc}, the link changes a scenario may hold", file=source,
+                              path=f"scenario.mobility[{i}].step_s",
+                              fix="a longer step_s, a shorter scenario.horizon_s, or fewer moving devices") from None
+        for s in samples:
             if s.t_s > spec.horizon_s:
                 break
             state = (round(s.rate_mbit, 3), round(s.loss_pct, 2))
@@ -225,6 +232,9 @@ def timeline(spec: ScenarioSpec, topo: Topology, source: str, base_dir: Path, se
             acts.append(Action(s.t_s, seq, "set", idx, patch, patch, f"mobility[{i}]",
                                {"distance_m": round(s.distance_m, 2), "snr_db": round(s.snr_db, 2), "wifi": wifi}))
             seq += 1
+    if len(acts) > MAX_ACTIONS:  # events: each partition adds a change per link it cuts
+        raise ConfigError(f"the scenario makes {len(acts)} timed changes, over the {MAX_ACTIONS} it may hold",
+                          file=source, path="scenario", fix="fewer events, traces or mobility paths")
     return sorted(acts)
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import html
-import json
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -118,7 +117,9 @@ def run_suite(size: str = "quick", out_root: Path = Path("results/bench"), only:
                              "verdict": VERDICT.get(str(r.result), "INFO"),
                              "evidence": "" if pd.isna(r.evidence) else str(r.evidence),
                              "run": str(outcome.path), "wall_s": wall})
-    (suite_dir / "summary.json").write_text(json.dumps(rows, indent=2, default=str))
+    from testbed.results import write_json
+
+    write_json(suite_dir / "summary.json", rows)
     _html(rows, suite_dir, size)
     return rows, suite_dir
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,8 +25,6 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator
 
 from testbed.config.models import _check_name
 from testbed.errors import ConfigError
-
-_INDEX = re.compile(r"^(?P<key>[^\[\]]+)?(?P<idx>(\[\d+\])*)$")
 
 
 class SweepSpec(BaseModel):
@@ -49,33 +46,6 @@ class SweepSpec(BaseModel):
     _name = field_validator("name")(_check_name)
 
 
-def _steps(path: str) -> list[str | int]:
-    out: list[str | int] = []
-    for part in path.split("."):
-        m = _INDEX.match(part)
-        if not m:
-            raise ValueError(part)
-        if m.group("key"):
-            out.append(m.group("key"))
-        out += [int(i) for i in re.findall(r"\[(\d+)\]", m.group("idx") or "")]
-    return out
-
-
-def set_path(doc: Any, path: str, value: Any) -> None:
-    """Set ``value`` at dotted ``path`` (with ``[i]`` list indices) in ``doc``; the parent must exist."""
-    steps = _steps(path)
-    cur = doc
-    for s in steps[:-1]:
-        cur = cur[s]  # KeyError / IndexError / TypeError: the path does not exist
-    last = steps[-1]
-    if isinstance(cur, list):
-        cur[int(last)] = value
-    elif isinstance(cur, dict):
-        cur[last] = value
-    else:
-        raise TypeError(f"{path}: cannot set inside a {type(cur).__name__}")
-
-
 def point_id(overrides: dict[str, Any], rep: int) -> str:
     return hashlib.sha1(json.dumps([overrides, rep], sort_keys=True, default=str).encode()).hexdigest()[:10]
 
@@ -95,7 +65,7 @@ def expand(spec: SweepSpec) -> list[tuple[dict[str, Any], int]]:
 def prepare(sweep_path: str | Path, out_root: str | Path) -> tuple[SweepSpec, Path, list[dict[str, Any]]]:
     """Read the sweep file, write every point's experiment and topology files, and validate each.
     Raises ``ConfigError`` (naming the sweep file, the point and the path) before anything runs."""
-    from testbed.config.loader import load_experiment, read_yaml, resolve_relative, validate_model
+    from testbed.config.loader import apply_overrides, load_experiment, read_yaml, resolve_relative, validate_model
 
     sweep_path = Path(sweep_path)
     spec: SweepSpec = validate_model(SweepSpec, read_yaml(sweep_path), str(sweep_path))
@@ -112,18 +82,12 @@ def prepare(sweep_path: str | Path, out_root: str | Path) -> tuple[SweepSpec, Pa
         exp = json.loads(json.dumps(base))
         topo = json.loads(json.dumps(topo_base))
         for k, v in overrides.items():
-            where = "grid" if k in spec.grid else "points"
-            try:
-                if k.startswith("topology."):
-                    set_path(topo, k.removeprefix("topology."), v)
-                else:
-                    set_path(exp, k, v)
-            except (KeyError, IndexError, TypeError, ValueError):
-                kind = "topology" if k.startswith("topology.") else "experiment"
-                raise ConfigError(f"{k!r} does not name a value of the {kind} file", file=str(sweep_path),
-                                  path=f"{where}.{k}",
-                                  fix="use a dotted path to an existing key, e.g. workload.params.requests or "
-                                      "topology.links[0].link_class") from None
+            where = f"{'grid' if k in spec.grid else 'points'}.{k}"
+            if k.startswith("topology."):
+                apply_overrides(topo, {k.removeprefix("topology."): v}, str(sweep_path), "topology",
+                                prefix="topology.", where=where)
+            else:
+                apply_overrides(exp, {k: v}, str(sweep_path), "experiment", where=where)
         exp["seed"] = int(exp.get("seed", 0)) + rep
         pid = point_id(overrides, rep)
         pdir = root / "points" / pid
@@ -139,6 +103,20 @@ def prepare(sweep_path: str | Path, out_root: str | Path) -> tuple[SweepSpec, Pa
                               file=str(sweep_path), path="grid" if spec.grid else "points") from None
         points.append({"id": pid, "overrides": overrides, "rep": rep, "dir": str(pdir)})
     return spec, root, points
+
+
+def validate_sweep(sweep_path: str | Path) -> int:
+    """Check a sweep file and every point it expands to, as ``prepare`` does, writing nothing that stays (the
+    points' files go to a temporary directory); returns the number of runs. Raises ``ConfigError``."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="tb-validate-") as tmp:
+        return len(prepare(sweep_path, tmp)[2])
+
+
+def is_sweep(data: dict[str, Any]) -> bool:
+    """Whether a file's mapping is a sweep (it names an experiment file) rather than an experiment."""
+    return isinstance(data.get("experiment"), str) and "workload" not in data
 
 
 def _run_point(point_dir: str, runs_root: str, fit_caps: bool) -> dict[str, Any]:

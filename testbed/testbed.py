@@ -435,7 +435,7 @@ class Testbed:
         fitted: dict[str, float] = {}  # cgroup quotas fitted in this run, by class/model
 
         def fits(p: ComputePlan) -> bool:  # dilation nodes need no fit: whole-model calls are paced to the figure
-            return not (p.backend != "cgroup" or p.host_speed or p.model is None or p.target_ms is None)
+            return p.backend == "cgroup" and not p.host_speed and p.model is not None and p.target_ms is not None
 
         # the models load in every compute process at once (seconds of CPU each); the fits run one node at a time
         ray.get([g.compute_actor.load.remote(m, m, self.seed) for g in self.groups.values()
@@ -541,16 +541,22 @@ class Testbed:
     def load_models(self, nodes: list[str], key: str, model: str, weights_path: str | None = None) -> None:
         """``load_model`` on several nodes at once (a model's build and warm-up cost seconds of CPU per node); the
         nodes of a pool share one copy."""
+        self._per_group(nodes, lambda c: c.load.remote(key, model, self.seed, weights_path))
+        for n in nodes:
+            self._setup_calls.setdefault(n, []).append(("load_model", (n, key, model, weights_path)))
+
+    def _per_group(self, nodes: list[str], call: Any) -> dict[str, Any]:
+        """``call(compute_actor)`` once per compute process that ``nodes`` use (the nodes of a pool share one),
+        all issued before any is waited on; returns each node's result."""
         import ray
 
         refs: dict[str, Any] = {}  # group -> the one call to its compute process
         for n in nodes:
             g = self.node_group[n]
             if g.name not in refs:
-                refs[g.name] = g.compute_actor.load.remote(key, model, self.seed, weights_path)
-        ray.get(list(refs.values()))
-        for n in nodes:
-            self._setup_calls.setdefault(n, []).append(("load_model", (n, key, model, weights_path)))
+                refs[g.name] = call(g.compute_actor)
+        got = dict(zip(refs, ray.get(list(refs.values())), strict=True))
+        return {n: got[self.node_group[n].name] for n in nodes}
 
     def start_chain(self, gateway: str, url: str | None = None, block_ms: float | None = None) -> Any:
         """Start the run's EVM chain (embedded py-evm, or the JSON-RPC node at ``url``) in a ``ChainActor``
@@ -589,17 +595,12 @@ class Testbed:
         """``load_chain`` on several nodes at once, by node: each compute process cuts its copy in parallel (the
         cut costs seconds of CPU per node, which one node after another would add up). The nodes of a pool share
         one compute process and so one copy: it is cut once."""
-        import ray
-
-        refs: dict[str, Any] = {}  # group -> the one call to its compute process
         for n in nodes:
             self._setup_calls.setdefault(n, []).append(("load_chain", (n, key, model, weights_path, seed, fresh)))
-            g = self.node_group[n]
-            if g.name not in refs:
-                refs[g.name] = g.compute_actor.load_chain.remote(
-                    key, model, self.seed if seed is None else seed, weights_path, fresh)
-        got = dict(zip(refs, ray.get(list(refs.values())), strict=True))
-        return {n: got[self.node_group[n].name] for n in nodes}
+        s = self.seed if seed is None else seed
+        out: dict[str, list[dict[str, Any]]] = self._per_group(
+            nodes, lambda c: c.load_chain.remote(key, model, s, weights_path, fresh))
+        return out
 
     def compute_actor(self, node: str) -> Any:
         """The Ray handle of ``node``'s compute process (for roles that manage model state)."""

@@ -17,7 +17,7 @@ from testbed.errors import TestbedError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Edge-AI emulation testbed: run topologies of devices, edge nodes and clouds on Ray.")
-console = Console(width=max(150, Console().width))
+console = Console()  # the terminal's width (COLUMNS where there is no terminal)
 err_console = Console(stderr=True)
 
 
@@ -38,37 +38,93 @@ def table_from_frame(df: object, title: str = "", floatfmt: str = "{:.2f}") -> T
     return t
 
 
-@app.command()
-def validate(file: Annotated[Path, typer.Argument(help="topology or experiment YAML")]) -> None:
-    """Check a topology or experiment file."""
-    from testbed.config.loader import Experiment, load_any
+@app.callback(invoke_without_command=True)
+def _main(version: Annotated[bool, typer.Option("--version", help="print the version and exit", is_eager=True)]
+          = False,
+          log_level: Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR")] = "WARNING"
+          ) -> None:
+    """Edge-AI emulation testbed: run topologies of devices, edge nodes and clouds on Ray."""
+    if version:
+        from testbed import __version__
 
-    try:
-        obj = load_any(file)
-    except TestbedError as exc:
-        fail(exc)
-        return
-    topo = obj.topology if isinstance(obj, Experiment) else obj
-    kind = "experiment" if isinstance(obj, Experiment) else "topology"
-    console.print(f"[green]ok[/]: {kind} {file} — {len(topo.nodes)} nodes, {len(topo.links)} links")
+        typer.echo(f"testbed {__version__}")
+        raise typer.Exit(0)
+    level = logging.getLevelName(log_level.upper())
+    if not isinstance(level, int):
+        err_console.print(f"[bold red]error[/]: --log-level {log_level!r}: use DEBUG, INFO, WARNING or ERROR")
+        raise typer.Exit(2)
+    logging.basicConfig(level=level)
+
+
+def _emit_json(data: Any) -> None:
+    """One JSON document on stdout, for scripts (strict JSON: NaN as null)."""
+    from testbed.results import json_safe
+
+    sys.stdout.write(json.dumps(json_safe(data), indent=2, default=str, allow_nan=False) + "\n")
+
+
+@app.command()
+def validate(files: Annotated[list[Path], typer.Argument(help="topology, experiment or sweep YAML files")],
+             as_json: Annotated[bool, typer.Option("--json", help="one JSON list of results on stdout")] = False
+             ) -> None:
+    """Check topology, experiment and sweep files (a sweep: every point it expands to)."""
+    from testbed.config.loader import Experiment, load_any, read_yaml
+    from testbed.sweep import is_sweep, validate_sweep
+
+    rows: list[dict[str, Any]] = []
+    code = 0
+    for file in files:
+        try:
+            if is_sweep(read_yaml(file)):
+                rows.append({"file": str(file), "ok": True, "kind": "sweep", "runs": validate_sweep(file)})
+                continue
+            obj = load_any(file)
+        except TestbedError as exc:
+            rows.append({"file": str(file), "ok": False, "error": str(exc), "error_type": type(exc).__name__})
+            code = code or exc.exit_code
+            continue
+        topo = obj.topology if isinstance(obj, Experiment) else obj
+        rows.append({"file": str(file), "ok": True, "kind": "experiment" if isinstance(obj, Experiment) else
+                     "topology", "nodes": len(topo.nodes), "links": len(topo.links)})
+    if as_json:
+        _emit_json(rows)
+    else:
+        for r in rows:
+            if not r["ok"]:
+                err_console.print(f"[bold red]error[/] ({r['error_type']}): {r['error']}", highlight=False)
+            elif r["kind"] == "sweep":
+                console.print(f"[green]ok[/]: sweep {r['file']} — {r['runs']} runs", highlight=False)
+            else:
+                console.print(f"[green]ok[/]: {r['kind']} {r['file']} — {r['nodes']} nodes, {r['links']} links",
+                              highlight=False)
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command()
 def run(experiment: Annotated[Path, typer.Argument(help="experiment YAML")],
         address: Annotated[str | None, typer.Option(help="Ray cluster address (default: local Ray)")] = None,
         out: Annotated[Path, typer.Option(help="results root")] = Path("results"),
-        no_fit: Annotated[bool, typer.Option("--no-fit", help="skip fitting cgroup quotas")] = False) -> None:
+        no_fit: Annotated[bool, typer.Option("--no-fit", help="skip fitting cgroup quotas")] = False,
+        set_: Annotated[list[str] | None, typer.Option(
+            "--set", help="dotted.path=value: change one value of the experiment (or, as topology.x, of its "
+                          "topology) for this run; repeatable. The value is YAML: 5, 2.5, [edge, cloud]")] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="the outcome as one JSON document on stdout")] = False,
+        write_report: Annotated[bool, typer.Option("--report", help="write report.html when the run ends")] = False
+        ) -> None:
     """Run an experiment and write its results directory."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from testbed.config.loader import load_experiment
+    from testbed.config.loader import load_experiment, parse_override
     from testbed.runner import run_experiment
 
     logging.basicConfig(level=logging.WARNING)
+    shown = err_console if as_json else console
     try:
-        exp = load_experiment(experiment)
+        overrides = dict(parse_override(s) for s in set_ or [])
+        exp = load_experiment(experiment, overrides=overrides)
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), console=console, transient=False) as prog:
+                      TimeElapsedColumn(), console=shown, transient=as_json) as prog:
             task = prog.add_task(f"{exp.spec.name}: starting", total=None)
 
             def progress(done: int, total: int, label: str) -> None:
@@ -81,24 +137,42 @@ def run(experiment: Annotated[Path, typer.Argument(help="experiment YAML")],
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]: torn down; the partial run is kept and marked")
         raise typer.Exit(130) from None
+    import pandas as pd
+
+    findings = pd.read_csv(outcome.path / "findings.csv") if (outcome.path / "findings.csv").exists() else None
+    report_path = None
+    if write_report:
+        from testbed.report import render_report
+
+        report_path = render_report(outcome.path)
+    tm = outcome.manifest.get("time")
+    if as_json:
+        _emit_json({"run_dir": str(outcome.path), "run_id": outcome.run_id, "status": outcome.status,
+                    "overrides": overrides, "warnings": outcome.warnings,
+                    "summary": outcome.summary.to_dict(orient="records"),
+                    "findings": findings.to_dict(orient="records") if findings is not None else [],
+                    "time": tm, "report": str(report_path) if report_path else None})
+        return
     for w in outcome.warnings:
         err_console.print(f"[yellow]warning[/]: {w}", highlight=False)
     if not outcome.summary.empty:
         console.print(table_from_frame(_short_summary(outcome.summary), title=f"{exp.spec.name} summary"))
-    if (outcome.path / "findings.csv").exists():
-        import pandas as pd
-
-        for r in pd.read_csv(outcome.path / "findings.csv").itertuples():
+    if findings is not None:
+        for r in findings.itertuples():
             colour = {"held": "green", "did not hold": "red"}.get(str(r.result), "cyan")
             ev = f" [dim]({r.evidence})[/]" if isinstance(getattr(r, "evidence", None), str) and r.evidence else ""
             console.print(f"[{colour}]{r.result}[/]: {r.finding}{ev}", highlight=False)
-    tm = outcome.manifest.get("time")
     if tm:
         console.print(f"time dilation k = {tm['time_dilation']:g} ({tm['how']['mode']}, set by {tm['how']['binding']}"
                       "): "
                       f"times above are emulated; {tm.get('emulated_s', 0):.1f} s emulated took "
                       f"{tm.get('wall_s', 0):.1f} s of wall time", highlight=False)
-    console.print(f"results: {outcome.path}")
+    console.print(f"results: {outcome.path}", highlight=False)
+    if report_path:
+        console.print(f"report: {report_path}", highlight=False)
+    else:
+        console.print(f"next: testbed report {outcome.path}  (or, in Python: "
+                      f"testbed.results.load({str(outcome.path)!r}))", highlight=False)
 
 
 @app.command()
@@ -258,6 +332,49 @@ def report(run_dir: Annotated[Path, typer.Argument(help="a run directory under r
         err_console.print(f"[bold red]error[/]: {exc}")
         raise typer.Exit(2) from None
     console.print(f"report: {out}")
+
+
+@app.command()
+def export(run_dir: Annotated[Path, typer.Argument(help="a run directory under results/")],
+           fmt: Annotated[str, typer.Option("--format", help="perfetto: Chrome trace JSON (ui.perfetto.dev)")]
+           = "perfetto",
+           out: Annotated[Path | None, typer.Option(help="output file (default: RUN/trace.perfetto.json)")] = None
+           ) -> None:
+    """Write a run's spans as a trace: one track per node, flows linking each request's hops."""
+    from testbed.export import export_run
+
+    try:
+        path = export_run(run_dir, fmt, out)
+    except (FileNotFoundError, ValueError) as exc:
+        err_console.print(f"[bold red]error[/]: {exc}")
+        raise typer.Exit(2) from None
+    console.print(f"trace: {path}  (open it at https://ui.perfetto.dev or chrome://tracing)", highlight=False)
+
+
+@app.command()
+def compare(run_dirs: Annotated[list[Path], typer.Argument(help="two or more run directories")],
+            metric: Annotated[list[str] | None, typer.Option(help="summary column to compare (repeatable)")] = None,
+            out: Annotated[Path | None, typer.Option(help="also write the table to this CSV file")] = None,
+            as_json: Annotated[bool, typer.Option("--json", help="both tables as one JSON document")] = False
+            ) -> None:
+    """Set runs side by side: their summaries joined on device, phase, ..., and what differs in their set-up."""
+    from testbed.compare import compare as do_compare
+
+    try:
+        table, diff = do_compare(list(run_dirs), metric)
+    except (FileNotFoundError, ValueError) as exc:
+        err_console.print(f"[bold red]error[/]: {exc}")
+        raise typer.Exit(2) from None
+    if out is not None:
+        table.to_csv(out, index=False)
+    if as_json:
+        _emit_json({"table": table.to_dict(orient="records"), "differences": diff.to_dict(orient="records")})
+        return
+    console.print(table_from_frame(table, title="runs side by side (ratio = second / first)"))
+    if diff.empty:
+        console.print("the runs' set-ups are the same")
+    else:
+        console.print(table_from_frame(diff.astype(str), title="what differs in their set-up"))
 
 
 @app.command()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -241,9 +243,14 @@ def load_topology(path: str | Path, catalog: Catalog | None = None) -> Topology:
     ConfigError
         Naming the file, the YAML path and the fix.
     """
-    data = read_yaml(path)
-    spec: TopologySpec = validate_model(TopologySpec, data, str(path))
-    return build_topology(spec, catalog or load_catalog(), str(path))
+    return topology_from_dict(read_yaml(path), str(path), catalog)
+
+
+def topology_from_dict(data: dict[str, Any], source: str = "<dict>", catalog: Catalog | None = None) -> Topology:
+    """Validate and resolve a topology given as a mapping (what a topology file holds); ``source`` names it in
+    error messages."""
+    spec: TopologySpec = validate_model(TopologySpec, data, source)
+    return build_topology(spec, catalog or load_catalog(), source)
 
 
 @dataclass(frozen=True)
@@ -264,34 +271,60 @@ def resolve_relative(base_file: str | Path, ref: str) -> Path:
     return Path(base_file).parent / ref
 
 
-def load_experiment(path: str | Path, catalog: Catalog | None = None) -> Experiment:
-    """Load an experiment file, its topology and its workload parameters."""
+def load_experiment(path: str | Path, catalog: Catalog | None = None,
+                    overrides: dict[str, Any] | None = None) -> Experiment:
+    """Load an experiment file, its topology and its workload parameters; ``overrides`` (dotted path -> value,
+    see ``apply_overrides``) change values of either file first, as ``testbed run --set`` and sweeps do."""
+    return experiment_from_dict(read_yaml(path), path, catalog, overrides=overrides)
+
+
+def experiment_from_dict(data: dict[str, Any], source: str | Path = "<dict>", catalog: Catalog | None = None,
+                         topology: dict[str, Any] | None = None,
+                         overrides: dict[str, Any] | None = None) -> Experiment:
+    """Validate an experiment given as a mapping (what an experiment file holds).
+
+    ``source`` names it in messages, and relative paths (its topology, a scenario's trace) resolve from its
+    directory. ``topology`` gives the topology as a mapping instead of the file that ``data["topology"]`` names.
+    ``overrides`` are applied to copies; neither mapping is changed.
+    """
     from testbed.registry import UnknownNameError
     from testbed.workload import WORKLOADS  # registry only; workloads load through entry points
 
-    data = read_yaml(path)
-    spec: ExperimentSpec = validate_model(ExperimentSpec, data, str(path))
+    path = str(source)
+    data = copy.deepcopy(data)
+    exp_over = {k: v for k, v in (overrides or {}).items() if not k.startswith("topology.")}
+    topo_over = {k: v for k, v in (overrides or {}).items() if k.startswith("topology.")}
+    apply_overrides(data, exp_over, path, "experiment")
+    if topology is not None:
+        data.setdefault("topology", "<dict>")
+    spec: ExperimentSpec = validate_model(ExperimentSpec, data, path)
     try:
         wl = WORKLOADS.get(spec.workload.name)
     except UnknownNameError as exc:
-        raise ConfigError(str(exc), file=str(path), path="workload.name",
+        raise ConfigError(str(exc), file=path, path="workload.name",
                           fix="use a registered workload name") from None
-    params = validate_model(wl.Params, spec.workload.params, str(path), prefix="workload.params")
-    topo_path = resolve_relative(path, spec.topology)
-    if not topo_path.exists():
-        raise ConfigError(f"topology file {spec.topology!r} not found", file=str(path), path="topology",
-                          fix="give a path relative to the experiment file or the repository root")
-    topo = load_topology(topo_path, catalog)
-    wl.check(params, topo, str(path))
+    params = validate_model(wl.Params, spec.workload.params, path, prefix="workload.params")
+    if topology is None:
+        topo_path = resolve_relative(path, spec.topology)
+        if not topo_path.exists():
+            raise ConfigError(f"topology file {spec.topology!r} not found", file=path, path="topology",
+                              fix="give a path relative to the experiment file or the repository root")
+        topo_source, topo_data = str(topo_path), read_yaml(topo_path)
+    else:
+        topo_source, topo_data = f"{path}: topology", copy.deepcopy(topology)
+    apply_overrides(topo_data, {k.removeprefix("topology."): v for k, v in topo_over.items()}, topo_source,
+                    "topology", prefix="topology.")
+    topo = topology_from_dict(topo_data, topo_source, catalog)
+    wl.check(params, topo, path)
     if spec.time_dilation != "auto":  # a fixed k is checked here; auto's k is checked once chosen, before building
         from testbed.dilation import check_link_rates
 
-        check_link_rates(topo, float(spec.time_dilation), str(path), "a smaller time_dilation, or a faster link")
+        check_link_rates(topo, float(spec.time_dilation), path, "a smaller time_dilation, or a faster link")
     if spec.scenario is not None:
         from testbed.scenario import timeline
 
         timeline(spec.scenario, topo, str(path), Path(path).parent, spec.seed)  # raises on a bad link, file, row
-    return Experiment(spec, topo, params, str(path))
+    return Experiment(spec, topo, params, path)
 
 
 def load_any(path: str | Path) -> Experiment | Topology:
@@ -303,3 +336,75 @@ def load_any(path: str | Path) -> Experiment | Topology:
         return load_topology(path)
     raise ConfigError("neither a topology (no 'nodes') nor an experiment (no 'workload')", file=str(path),
                       fix="a topology has 'nodes' and 'links'; an experiment has 'topology' and 'workload'")
+
+
+_INDEX = re.compile(r"^(?P<key>[^\[\]]+)?(?P<idx>(\[\d+\])*)$")
+MAX_OVERRIDE_CHARS = 65536
+
+
+def path_steps(path: str) -> list[str | int]:
+    """``a.b[2].c`` -> ``["a", "b", 2, "c"]``; ValueError for anything else."""
+    out: list[str | int] = []
+    for part in path.split("."):
+        m = _INDEX.match(part)
+        if not m or not part:
+            raise ValueError(part)
+        if m.group("key"):
+            out.append(m.group("key"))
+        out += [int(i) for i in re.findall(r"\[(\d+)\]", m.group("idx") or "")]
+    return out
+
+
+def set_path(doc: Any, path: str, value: Any) -> None:
+    """Set ``value`` at dotted ``path`` (with ``[i]`` list indices) in ``doc``; the parent must exist."""
+    steps = path_steps(path)
+    cur = doc
+    for s in steps[:-1]:
+        cur = cur[s]  # KeyError / IndexError / TypeError: the path does not exist
+    last = steps[-1]
+    if isinstance(cur, list):
+        cur[int(last)] = value
+    elif isinstance(cur, dict):
+        if not isinstance(last, str):
+            raise TypeError(f"{path}: [{last}] indexes a mapping")
+        cur[last] = value
+    else:
+        raise TypeError(f"{path}: cannot set inside a {type(cur).__name__}")
+
+
+def apply_overrides(doc: dict[str, Any], overrides: dict[str, Any], file: str, kind: str, prefix: str = "",
+                    where: str = "") -> None:
+    """Set each dotted path of ``overrides`` in ``doc`` (a file's mapping). A path that names no value of the
+    file raises ``ConfigError``; a new key may be added to a mapping that exists (an optional parameter)."""
+    for k, v in overrides.items():
+        try:
+            set_path(doc, k, v)
+        except (KeyError, IndexError, TypeError, ValueError):
+            raise ConfigError(f"{prefix + k!r} does not name a value of the {kind} file", file=file,
+                              path=where or prefix + k,
+                              fix="use a dotted path to an existing key, e.g. workload.params.requests_per_device "
+                                  "or topology.links[0].up.rate") from None
+
+
+def parse_override(text: str, where: str = "--set") -> tuple[str, Any]:
+    """``"dotted.path=value"`` -> ``(path, value)``; the value is read as YAML (``5``, ``2.5``, ``[edge, cloud]``,
+    ``{rate: 10mbit}``, ``true``), with the files' safe loader: no tags, no aliases."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"{text!r} is not path=value", file=where,
+                          fix="e.g. --set workload.params.requests_per_device=5")
+    try:
+        path_steps(key)
+    except ValueError:
+        raise ConfigError(f"{key!r} is not a dotted path", file=where,
+                          fix="keys joined by dots, list items as [i]: workload.params.tiers[0]") from None
+    if len(raw) > MAX_OVERRIDE_CHARS:
+        raise ConfigError(f"the value of {key} is over {MAX_OVERRIDE_CHARS} characters", file=where,
+                          fix="put large values in the experiment file")
+    try:
+        value = yaml.load(raw, Loader=_Loader) if raw.strip() else ""  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"the value of {key} is not valid YAML: {getattr(exc, 'problem', exc)}", file=where,
+                          fix="quote it, e.g. --set 'name=\"x y\"'") from None
+    return key, value

@@ -54,7 +54,7 @@ workload:
     tx = spans[(spans.kind == "transfer") & (spans.src == "d1") & (spans.dst == "cloud")]
     assert len(tx) >= 4  # register, and at least three require_task
     txs = spans[(spans.kind == "chain_tx") & (spans.node == "d1")]
-    assert len(txs) >= 4 and all(json.loads(a)["status"] == 1 for a in txs["attrs"])
+    assert len(txs) >= 4 and all(json.loads(a)["status"] == 1 for a in txs["attrs_json"])
     assert (spans.kind == "chain_exec").any()
 
 

@@ -67,19 +67,43 @@ def test_run_end_to_end(tmp_path: Path, ray_local: None, links: str, compute: st
     assert (req[req.phase == "cloud"].duration_ms >= 50.0).all()
     assert not r.resources.empty and set(r.resources.process) == {"node", "compute"}
     assert len(r.summary) == 6 and set(r.summary.phase) == {"device", "edge", "cloud"}
-    man = json.loads((out.path / "manifest.json").read_text())
+    def refuse(c: str) -> None:
+        raise AssertionError(f"manifest.json holds {c}: not JSON")
+
+    man = json.loads((out.path / "manifest.json").read_text(), parse_constant=refuse)
     assert man["path_links"]["cam0>cloud"] == ["cam0--edge:up", "edge--cloud:up"]
+    assert man["schema_version"] == 2 and man["host"]["cpu_model"] and len(man["host"]["loadavg"]) == 3
+    assert set(man["catalog"]["hardware_classes"]) == {"rpi4b", "edge_server", "cloud_gpu"}
+    assert man["catalog"]["hardware_classes"]["rpi4b"]["reference_latency_ms"]
+    assert man["time"]["start"]["unix_s"] > 0 and man["time"]["start"]["emulated_s"] > 0
 
 
-def test_report_renders(tmp_path: Path, ray_local: None) -> None:
-    from testbed.report import render_report
+def test_cli_run_with_set_json_report_and_export(tmp_path: Path, ray_local: None) -> None:
+    """``testbed run --set ... --json --report``, then ``testbed export``, through the CLI (on the shared Ray)."""
+    from typer.testing import CliRunner
 
-    exp = load_experiment(experiment(tmp_path, "userspace", "dilation", requests=2))
-    out = run_experiment(exp, tmp_path / "results")
-    html = render_report(out.path)
-    text = html.read_text()
+    from testbed.cli.app import app
+
+    exp = experiment(tmp_path, "userspace", "dilation", requests=4)
+    cli = CliRunner()
+    r = cli.invoke(app, ["run", str(exp), "--out", str(tmp_path / "results"), "--json", "--report",
+                         "--set", "workload.params.requests_per_device=2", "--set", "workload.params.tiers=[edge]"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["status"] == "complete" and doc["overrides"]["workload.params.requests_per_device"] == 2
+    assert [(s["device"], s["phase"], s["requests"]) for s in doc["summary"]] == [("cam0", "edge", 2),
+                                                                                   ("cam1", "edge", 2)]
+    text = Path(doc["report"]).read_text()
     assert "<table" in text and "data:image/png;base64" in text
-    assert text.count("<img") >= 3
+    assert text.count("<img") >= 4 and "Where each millisecond went" in text and "<h2>Topology</h2>" in text
+    r = cli.invoke(app, ["export", doc["run_dir"]])
+    assert r.exit_code == 0, r.output
+    trace = json.loads((Path(doc["run_dir"]) / "trace.perfetto.json").read_text())
+    spans = load(doc["run_dir"]).spans
+    assert sum(e["ph"] == "X" for e in trace["traceEvents"]) == len(spans)
+    assert sum(e["ph"] == "s" for e in trace["traceEvents"]) == 4  # one flow per request
+    bad = cli.invoke(app, ["run", str(exp), "--set", "workload.params.nope[3]=1"])
+    assert bad.exit_code == 2 and "does not name a value of the" in " ".join(bad.output.split())
 
 
 def test_demo_shows_the_tier_trade_off(tmp_path: Path, ray_local: None) -> None:
@@ -144,3 +168,39 @@ def test_a_failing_summary_never_masks_the_run_or_leaves_it_running(tmp_path: Pa
     (man,) = [json.loads(p.read_text()) for p in (tmp_path / "b").rglob("manifest.json")]
     assert man["status"] == "failed" and man["error"] == "ValueError: step broke", man
 
+
+
+def test_a_shared_edge_queues_and_the_hops_add_up(tmp_path: Path, ray_local: None) -> None:
+    """Four cameras in a closed loop on one edge with one compute process: each request waits behind the others.
+    That wait is queueing (its own spans), not overhead, and it is most of an edge request's latency."""
+    from testbed.results import hop_breakdown, request_table
+
+    (tmp_path / "topo.yaml").write_text("""
+name: shared
+nodes:
+  - {name: cam, tier: device, hardware_class: rpi4b, count: 4}
+  - {name: edge, tier: edge, hardware_class: edge_server}
+links:
+  - {ends: [cam, edge], up: {rate: 1gbit, delay: 1ms}, down: {rate: 1gbit, delay: 1ms}}
+""")
+    (tmp_path / "exp.yaml").write_text("""
+name: queue
+topology: topo.yaml
+workload: {name: inference, params: {model: alexnet, tiers: [edge], requests_per_device: 10, warmup: 1}}
+seed: 5
+""")
+    out = run_experiment(load_experiment(tmp_path / "exp.yaml"), tmp_path / "results")
+    assert out.status == "complete"
+    spans = load(out.path).spans
+    at = spans[spans.kind == "queue"]["attrs_json"].map(lambda a: json.loads(a)["at"])
+    assert set(at) == {"handler", "compute"}
+    rt = request_table(spans)
+    assert len(rt) == 40
+    # closed loop of 4 on one process: about 3 computes of queueing per request (alexnet on the class: 9.9 ms)
+    assert rt.queue_ms.mean() >= rt.compute_ms.mean() >= 5.0, rt[["queue_ms", "compute_ms", "latency_ms"]].describe()
+    # the parts of a request never overlap: together they fit inside its end-to-end latency
+    parts = rt[["queue_ms", "compute_ms", "transfer_ms"]].sum(axis=1)
+    assert (parts <= rt.latency_ms + 0.05).all(), (rt.latency_ms - parts).min()
+    br = hop_breakdown(spans)
+    assert (br["queue"] > br["compute"]).all() and (br["queue"] > br["other"]).all(), br
+    assert "queue_ms" in out.summary and (out.summary.queue_ms >= out.summary.compute_ms).all()

@@ -160,11 +160,11 @@ name: offload4
 nodes:
   - {name: ca, tier: device, hardware_class: rpi3b}
   - {name: cb, tier: device, hardware_class: rpi3b}
-  - {name: edge, tier: edge, hardware_class: edge_server}
-  - {name: cloud, tier: cloud, hardware_class: cloud_gpu}
+  - {name: edge, tier: edge, hardware_class: rpi4b}
+  - {name: cloud, tier: cloud, hardware_class: rpi4b}
 links:
-  - {ends: [ca, edge], up: {rate: 80mbit, delay: 2ms}}
-  - {ends: [cb, edge], up: {rate: 80mbit, delay: 2ms}}
+  - {ends: [ca, edge], up: {rate: 400mbit, delay: 2ms}}
+  - {ends: [cb, edge], up: {rate: 400mbit, delay: 2ms}}
   - {ends: [ca, cloud], up: {rate: 4mbit, delay: 20ms}}
   - {ends: [cb, cloud], up: {rate: 4mbit, delay: 20ms}}
 """)
@@ -174,10 +174,10 @@ name: offload
 topology: t.yaml
 workload: {name: partition_offloading, params: {models: [resnet18], requests_per_algorithm: 4, profile_iters: 2,
            algorithms: [local, pso, exhaustive, random], upload_plan: recursive, upload_placement: exhaustive}}
-# what is checked is that every plan executes and how the plans rank: real time (auto would take k = 38 for the
-# cloud GPU, and the weights' upload 38 times as long). At k = 1 the edge server runs at host speed, so the clients
-# are Pi 3Bs (341 ms on ResNet-18): offloading to the edge wins by 3x or more on any host this slow or faster
-time_dilation: 1
+# what is checked is that every plan executes and how the plans rank. Every class is one the host reaches at a
+# small k (Pi 3B clients, 341 ms on ResNet-18; Pi 4 servers, 100.3 ms), so the ranking is the catalog's on any
+# host and under any load: at k = 1 with an edge server at host speed, the edge lost to the Pis beside two busy
+# loops. The edge is the Pi 4 that 400 Mbit/s away; the "cloud" is one behind 4 Mbit/s.
 """)
     out = run_experiment(load_experiment(exp), tmp_path / "results")
     s = out.summary.set_index("algorithm")
@@ -188,8 +188,8 @@ time_dilation: 1
     spans = spans[spans.kind == "request"]
     assert set(spans.phase) >= {"local", "pso", "exhaustive", "random", "upload"}
     assert set(spans[spans.phase == "pso"].node) == {"ca", "cb"}  # both clients queried at once
-    # a Pi 3B needs 341 ms for resnet18, the edge server (at host speed here) a fraction of that 17 ms away: the
-    # optimum offloads
+    # a Pi 3B needs 341 ms for resnet18, the edge's Pi 4 100.3 ms (two clients at once: about 200 ms) 4 ms away:
+    # the optimum offloads
     # (PSO may settle on a local optimum, as the docs report, so it is not asserted on)
     best = s.loc["exhaustive"]
     assert "-> edge" in best.plan and best.measured_total_ms < s.loc["local", "measured_total_ms"]

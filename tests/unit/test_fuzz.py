@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import random
 import resource
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,7 @@ def test_500_mutated_files_are_refused_or_accepted_cleanly(tmp_path: Path) -> No
         load_any(f)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     bad, slowest, refused = [], (0.0, ""), 0
+    times: list[float] = []
     for i in range(N):
         src = srcs[i % len(srcs)]
         doc, what = mutate(docs[src], rng)
@@ -97,12 +99,15 @@ def test_500_mutated_files_are_refused_or_accepted_cleanly(tmp_path: Path) -> No
         except Exception as e:  # noqa: BLE001 - what the fuzzer is for
             bad.append(f"{src.name} {what}: {type(e).__name__}: {str(e)[:200]}")
         dt = time.monotonic() - t0
+        times.append(dt)
         if dt > slowest[0]:
             slowest = (dt, f"{src.name} {what}")
     grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
     print(f"fuzz: {N} files from {len(srcs)} sources, {refused} refused, {N - refused - len(bad)} accepted, "
           f"{len(bad)} other errors; slowest {slowest[0]:.2f} s ({slowest[1]}); peak RSS grew {grown_mb:.0f} MB")
     assert not bad, "\n".join(bad[:20])
-    # a hang or a blow-up, not a timing target: validating one of these files takes milliseconds
-    assert slowest[0] < 20, slowest
+    # a blow-up, not a timing target: one mutant that takes thousands of times the typical one's time (a few ms
+    # each) is a pathological input, on a fast host or a slow one; a hang is pytest-timeout's to catch
+    typical = statistics.median(times)
+    assert slowest[0] < 2000 * typical, (slowest, typical)
     assert grown_mb < 300

@@ -109,6 +109,11 @@ def test_mobility_becomes_link_actions_on_the_device_link(tmp_path: Path) -> Non
     with pytest.raises(ConfigError, match="no link joins"):
         timeline(ScenarioSpec.model_validate({"mobility": [{"device": "dev", "ap": "cloud",
                                                             "waypoints": [[0, 2]]}]}), topo(), "e.yaml", tmp_path)
+    # a microsecond step over a 1000 s walk would be 10^9 samples: refused before one is made
+    tiny = {"device": "dev", "ap": "edge", "waypoints": [[0, 2], [1000, 150]], "step_s": 1e-6}
+    with pytest.raises(ConfigError, match="over 200000") as ei:
+        timeline(ScenarioSpec.model_validate({"mobility": [tiny]}), topo(), "e.yaml", tmp_path)
+    assert ei.value.path == "scenario.mobility[0].step_s"
 
 
 def test_partition_and_cpu_spike_events(tmp_path: Path) -> None:
@@ -162,12 +167,27 @@ def test_traces_that_would_never_end_are_refused_at_once(tmp_path: Path) -> None
                  "exp.yaml", tmp_path)
 
 
-def test_a_cpu_spike_is_bounded_by_the_host() -> None:
+def test_a_cpu_spike_is_bounded_by_the_file_and_by_the_host_when_it_runs(tmp_path: Path) -> None:
     import os
+    from dataclasses import replace
 
     from pydantic import ValidationError
 
+    from testbed.config.loader import load_experiment
+    from testbed.runner import check_host
+
     n = os.cpu_count() or 1
-    ScenarioSpec.model_validate({"events": [{"at_s": 0, "cpu_spike": "edge", "cores": n, "duration_s": 1}]})
-    with pytest.raises(ValidationError, match=f"more than this host's {n}"):
+    ScenarioSpec.model_validate({"events": [{"at_s": 0, "cpu_spike": "edge", "cores": 64, "duration_s": 1}]})
+    with pytest.raises(ValidationError, match="over 1024"):
         ScenarioSpec.model_validate({"events": [{"at_s": 0, "cpu_spike": "edge", "cores": 10**9, "duration_s": 1}]})
+    exp = load_experiment(ROOT / "experiments" / "demo.yaml")
+    for cores, ok in ((n, True), (n + 1, False)):
+        sc = ScenarioSpec.model_validate({"events": [{"at_s": 0, "cpu_spike": "edge", "cores": cores,
+                                                      "duration_s": 1}]})
+        e = replace(exp, spec=exp.spec.model_copy(update={"scenario": sc}))
+        if ok:
+            check_host(e)
+        else:
+            with pytest.raises(ConfigError, match=f"more than this host's {n}") as ei:
+                check_host(e)
+            assert ei.value.path == "scenario.events[0].cores"

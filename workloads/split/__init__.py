@@ -497,7 +497,7 @@ class SplitInference(Workload):
         req = spans[spans.kind == "request"].copy()
         if req.empty:
             return pd.DataFrame()
-        attrs = req["attrs"].map(lambda a: json.loads(a) if a else {})
+        attrs = req["attrs_json"].map(lambda a: json.loads(a) if a else {})
         keys = ["planner", "uplink_mbit", "c1", "c2", "n_blocks", "predicted_ms", "predicted_energy_j",
                 "compression_max_rel_diff", "compression_top1_agreement"]
         for k in keys:
