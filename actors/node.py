@@ -63,7 +63,7 @@ class NodeActor:
         import psutil
 
         return {"ray_node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid(),
-                "start": psutil.Process().create_time(), "host": _s.gethostname()}
+                "start": psutil.Process().create_time(), "host": _s.gethostname(), "nice": os.nice(0)}
 
     def set_peers(self, peers: dict[str, tuple[str, int]], paths: dict[str, dict[str, Any]],
                   tx_rates: dict[str, dict[str, float | None]]) -> None:

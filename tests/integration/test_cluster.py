@@ -64,6 +64,7 @@ backends: {links: kernel, compute: none}
 """)
     out = run_experiment(load_experiment(tmp_path / "exp.yaml"), tmp_path / "results")
     assert out.status == "complete"
+    assert not [w for w in out.warnings if "nice" in w], out.warnings  # the cluster's workers run at nice 0
     m = load(out.path).manifest
     for node, site in (("dev", "a"), ("edge", "a"), ("cloud", "b")):
         assert m["placement"][node]["ray_node_id"] == two_sites[site], (node, m["placement"][node])
