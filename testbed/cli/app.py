@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +18,8 @@ from testbed.errors import TestbedError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Edge-AI emulation testbed: run topologies of devices, edge nodes and clouds on Ray.")
-console = Console()  # the terminal's width (COLUMNS where there is no terminal)
+# the terminal's width; with no terminal (a pipe, a CI log) COLUMNS if set, else 160, so that tables stay readable
+console = Console() if sys.stdout.isatty() or os.environ.get("COLUMNS") else Console(width=160)
 err_console = Console(stderr=True)
 
 
