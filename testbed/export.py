@@ -63,18 +63,16 @@ def perfetto_trace(spans: pd.DataFrame, manifest: dict[str, Any] | None = None) 
         return {"traceEvents": events, "displayTimeUnit": "ms", "metadata": {"run_id": manifest.get("run_id")}}
     sp = spans.sort_values(["start_ns", "end_ns"], kind="stable").reset_index(drop=True)
     t0 = int(sp.start_ns.min())
-    nodes = list(dict.fromkeys(sorted(sp.node.unique())))
+    nodes = sorted(sp.node.unique())
     kinds = [k for k in KIND_ORDER if k in set(sp.kind)] + sorted(set(sp.kind) - set(KIND_ORDER))
-    # thread ids: node pid, then (kind, lane) -> tid, numbered in kind order
     lane = pd.Series(0, index=sp.index)
     for _, g in sp.groupby(["node", "kind"], sort=False):
         lane.loc[g.index] = _lanes(g.start_ns.astype("int64").tolist(), g.end_ns.astype("int64").tolist())
-    tids: dict[tuple[str, str, int], int] = {}
-    for node in nodes:
-        for ki, kind in enumerate(kinds):
-            at = sp[(sp.node == node) & (sp.kind == kind)]
-            for ln in sorted(set(lane.loc[at.index])):
-                tids[(node, kind, int(ln))] = 1 + ki * 100_000 + int(ln)
+    # thread ids within a node's pid: numbered in kind order, then by lane
+    kind_i = {k: i for i, k in enumerate(kinds)}
+    threads = sorted({(n, k, int(ln)) for n, k, ln in zip(sp.node, sp.kind, lane, strict=True)},
+                     key=lambda t: (t[0], kind_i[t[1]], t[2]))
+    tids = {t: 1 + kind_i[t[1]] * 100_000 + t[2] for t in threads}
     pid = {n: i + 1 for i, n in enumerate(nodes)}
     for n in nodes:
         events.append({"ph": "M", "name": "process_name", "pid": pid[n], "tid": 0, "args": {"name": n}})

@@ -53,10 +53,9 @@ class NodeRuntime:
         with ``kwargs``) on the node's capped compute process. Records a compute span.
         """
         out, st = self._compute(key, array, start, end, method, kwargs)
-        if "sent_ns" in st:
-            # the wait for the node's one compute process (other calls ahead of this one, and the Ray call itself):
-            # queueing, not overhead; at a shared edge it is most of a request's latency
-            self.span("queue", st["sent_ns"], st["start_ns"], request_id=request_id, at="compute", model=key)
+        # the wait for the node's one compute process (other calls ahead of this one, and the Ray call itself):
+        # queueing, not overhead; at a shared edge it is most of a request's latency
+        self.span("queue", st["sent_ns"], st["start_ns"], request_id=request_id, at="compute", model=key)
         busy_w = self.hardware.power_busy_w or 0.0
         self.span("compute", st["start_ns"], st["end_ns"], request_id=request_id, cpu_ms=st["cpu_ns"] / 1e6,
                   class_ms=st["class_ns"] / 1e6, energy_j=busy_w * st["class_ns"] / 1e9, model=key,

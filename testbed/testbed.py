@@ -319,17 +319,19 @@ class Testbed:
             self._stack.callback(self._kill_and_wait, g.compute_actor, pid)
             g.pids = (0, pid)
         hosts = set()
+        nice = 0
         for g in self.groups.values():
             w = ray.get(g.node_actor.where.remote(), timeout=120)
             hosts.add(w["host"])
+            nice = max(nice, w["nice"])
             self.ledger.record("pid", str(w["pid"]), pid=w["pid"], start=w["start"])
             self._stack.callback(self._stop_node_actor, g.node_actor, w["pid"])
             g.pids = (w["pid"], g.pids[1])
-            if w.get("nice", 0) > 0 and not any("nice" in x for x in self.warnings):
-                self.warnings.append(
-                    f"the nodes' processes run at nice {w['nice']} (Ray's worker_niceness): beside any other load on "
-                    "the host they get a few percent of a core, and emulated times follow that load; start the "
-                    "cluster's Ray with RAY_worker_niceness=0 (testbed/control.py)")
+        if nice > 0:
+            self.warnings.append(
+                f"the nodes' processes run at nice {nice} (Ray's worker_niceness): beside any other load on the "
+                "host they get a few percent of a core, and emulated times follow that load; start the cluster's "
+                "Ray with RAY_worker_niceness=0 (testbed/control.py)")
         if len(hosts) > 1:
             raise ResourceError(
                 f"the actors landed on {len(hosts)} hosts ({', '.join(sorted(hosts))}), but emulated links only run "
