@@ -1,4 +1,4 @@
-"""Sweeps on a 3-node Ray cluster emulated on this machine: 4 points spread over the nodes, a second run
+"""Sweeps on a 3-node Ray cluster emulated on this machine: 2 points spread over the nodes, a second run
 skips them all, and a node removed mid-sweep has its point re-run elsewhere."""
 
 from __future__ import annotations
@@ -43,10 +43,10 @@ metrics: [latency_p50_ms]
 
 
 def test_sweep_spreads_resumes_and_survives_a_lost_node(tmp_path: Path, cluster3: Any) -> None:
-    f = sweep_file(tmp_path, "grid4", ["1mbit", "100mbit"], [2, 3], 1)
+    f = sweep_file(tmp_path, "grid2", ["1mbit", "100mbit"], [2], 1)
     table, root = run_sweep(f, tmp_path / "results")
     points = table.drop_duplicates("point")
-    assert len(points) == 4 and (points.status == "complete").all(), points[["point", "status", "error"]]
+    assert len(points) == 2 and (points.status == "complete").all(), points[["point", "status", "error"]]
     assert points.ray_node.nunique() >= 2  # spread over the cluster
     assert (root / "sweep.png").exists() and (root / "sweep.csv").exists()
     # every run's manifest records the values of its point
@@ -62,11 +62,11 @@ def test_sweep_spreads_resumes_and_survives_a_lost_node(tmp_path: Path, cluster3
     # resume: nothing runs again
     seen: list[str] = []
     table2, _ = run_sweep(f, tmp_path / "results", progress=lambda d, n, label: seen.append(label))
-    assert seen == ["4 already done"]  # and no point was run again (the progress would say)
+    assert seen == ["2 already done"]  # and no point was run again (the progress would say)
     assert (table2.drop_duplicates("point").run_dir.tolist() == points.run_dir.tolist())
 
     # a node removed while its point runs: Ray re-runs the point on another node
-    f2 = sweep_file(tmp_path, "lossy", ["20mbit"], [6, 7, 8], 1)
+    f2 = sweep_file(tmp_path, "lossy", ["20mbit"], [6, 7], 1)
     result: dict[str, Any] = {}
 
     def go() -> None:
