@@ -18,11 +18,11 @@ class NodeActor:
     def __init__(self, run_id: str, nodes: list[dict[str, Any]], compute: Any, seed: int,
                  sample_interval_s: float = 0.5, time_dilation: float = 1.0) -> None:
         clock.configure(time_dilation)  # before any endpoint or role reads the clock
-        from testbed.metrics import Buffer
+        from testbed.metrics import Buffer, SpanBuffer
         from testbed.node import NodeRuntime
 
         self.run_id = run_id
-        self.spans = Buffer()
+        self.spans = SpanBuffer()
         self.samples = Buffer()
         self.compute_actor = compute
         self.runtimes: dict[str, NodeRuntime] = {}
@@ -103,8 +103,10 @@ class NodeActor:
         for rt in self.runtimes.values():
             rt.phase = phase
 
-    def drain(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        return self.spans.drain(), self.samples.drain()
+    def drain(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, dict[str, int]]]:
+        """Spans and samples since the last drain, and per node the requests begun and recorded so far."""
+        spans, counts = self.spans.drain_counted()
+        return spans, self.samples.drain(), counts
 
     def byte_counters(self) -> dict[str, dict[str, dict[str, int]]]:
         return {n: {"sent": dict(rt.endpoint.sent_bytes), "recv": dict(rt.endpoint.recv_bytes)}

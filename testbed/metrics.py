@@ -43,6 +43,33 @@ class Buffer:
         return out
 
 
+class SpanBuffer(Buffer):
+    """A node actor's spans, with per node the requests its workload began and the request spans it recorded.
+    ``drain_counted`` takes both under one lock, so a request is either in the drained spans or still counted as
+    begun and unrecorded (in flight), never both or neither."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._counts: dict[str, list[int]] = {}
+
+    def begin(self, node: str) -> None:
+        with self._lock:
+            self._counts.setdefault(node, [0, 0])[0] += 1
+
+    def add(self, item: dict[str, Any]) -> None:
+        with self._lock:
+            self._items.append(item)
+            if item.get("kind") == "request":
+                self._counts.setdefault(str(item.get("node")), [0, 0])[1] += 1
+
+    def drain_counted(self) -> tuple[list[dict[str, Any]], dict[str, dict[str, int]]]:
+        """The spans since the last drain, and the counts since the buffer began."""
+        with self._lock:
+            out, self._items = self._items, []
+            counts = {n: {"started": c[0], "recorded": c[1]} for n, c in self._counts.items()}
+        return out, counts
+
+
 class ChunkWriter:
     """Appends records as numbered Parquet files under ``directory`` (a crash keeps earlier chunks)."""
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from testbed import clock
 from testbed.config.models import HardwareClass, Tier
-from testbed.metrics import Buffer, make_span
+from testbed.metrics import SpanBuffer, make_span
 from testbed.transport import Endpoint, Message
 
 logger = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ class NodeRuntime:
     def __init__(self, name: str, tier: Tier, hardware: HardwareClass, netns: str | None, address: str,
                  run_id: str, seed: int,
                  compute: Callable[..., tuple[np.ndarray, dict[str, Any]]],
-                 tx_energy_uj_per_bit: dict[str, float], spans: Buffer) -> None:
+                 tx_energy_uj_per_bit: dict[str, float], spans: SpanBuffer) -> None:
         self.name = name
         self.tier = tier
         self.hardware = hardware
@@ -42,6 +42,11 @@ class NodeRuntime:
         self.away = False  # the node has left (scenario churn): roles stop starting new work
         self.endpoint = Endpoint(name, address, netns, handler=self._on_message, seed=seed)
         self.compute_actor: Any = None  # the Ray handle of the capped compute process, set by the host actor
+
+    def begin_request(self) -> None:
+        """A workload is starting a request that it will record (its ``request`` span), unless interrupted: the
+        difference is what a run lost in flight (the manifest's ``requests``)."""
+        self.spans.begin(self.name)
 
     def span(self, kind: str, start_ns: int, end_ns: int, **kw: Any) -> None:
         kw.setdefault("phase", self.phase)

@@ -268,11 +268,15 @@ def run_experiment(exp: Experiment, out_root: str | Path = "results", address: s
             with tb:
                 _install_handlers()  # ray.init installs its own SIGTERM handler (sys.exit); ours must win
                 assert tb.dilation is not None
+                rto = tb.network.tcp_rto_min_us if tb.network else None
+                tcp = (f"the kernel's TCP timers, but for its minimum RTO, stretched to {rto / 1e3:g} ms in the "
+                       "node namespaces (the initial RTO and delayed ACKs stay on wall time)" if rto is not None
+                       else "the kernel's TCP timers (wall time)")
                 manifest["time"] = {"time_dilation": tb.k, "how": tb.dilation.to_dict(), "start": clock.anchor(),
+                                    "tcp_rto_min_us": rto,
                                     "note": "spans, summaries and figures are in emulated time; wall = emulated x "
                                             "time_dilation. Not dilated: per-hop transport and Ray call overheads "
-                                            "(they shrink by time_dilation in emulated time) and the kernel's TCP "
-                                            "timers (wall time)"}
+                                            f"(they shrink by time_dilation in emulated time) and {tcp}"}
                 manifest["backends"]["links_detail"] = tb.network.info() if tb.network else {}
                 manifest["compute_plans"] = {n: p.to_dict() for n, p in tb.plans().items()}
                 manifest["warnings"] = list(tb.warnings)
@@ -322,6 +326,7 @@ def run_experiment(exp: Experiment, out_root: str | Path = "results", address: s
                     s, r = tb.drain()
                     spans_w.write(s)
                     res_w.write(r)
+                    manifest["requests"] = _request_counts(tb)
                     manifest["bytes_by_pair"] = tb.byte_counters()
                     manifest["path_links"] = {f"{a}>{b}": [h.link.name + (":up" if h.src == h.link.a else ":down")
                                                           for h in exp.topology.path(a, b).hops]
@@ -330,6 +335,7 @@ def run_experiment(exp: Experiment, out_root: str | Path = "results", address: s
                     # interrupted (SIGINT/SIGTERM) or failed mid-run: collect what the nodes hold before teardown
                     # kills them, so every request that ran is in the results
                     _salvage(tb, spans_w, res_w, player)
+                    manifest["requests"] = _request_counts(tb)
                     raise
         manifest["status"] = "complete"
     except (KeyboardInterrupt, SystemExit):
@@ -379,6 +385,19 @@ def _salvage(tb: Testbed, spans_w: ChunkWriter, res_w: ChunkWriter, player: Any)
         res_w.write(r)
     except Exception as exc:  # noqa: BLE001 - the run's own error is the one that propagates
         logger.warning("could not collect the spans in flight: %s", exc)
+
+
+def _request_counts(tb: Testbed) -> dict[str, Any]:
+    """Requests begun and recorded, over the nodes, as of the last drain (taken with its spans, so what is recorded
+    is in the results): ``lost`` are those in flight when the run ended (an interrupt or an error), which have no
+    request span. Where the salvage could not drain, the counts are those of the drain before it."""
+    by_node = tb.request_counts()  # as of the last drain: the final one, or the salvage's
+    counted = {n: c for n, c in by_node.items() if c["started"]}  # nodes whose workload counts its requests
+    started = sum(c["started"] for c in counted.values())
+    recorded = sum(c["recorded"] for c in counted.values())
+    return {"started": started, "recorded": recorded, "lost": max(0, started - recorded), "by_node": counted,
+            "note": "requests of the workloads that count them (inference, split inference) on the nodes that "
+                    "began any; lost = begun and never recorded (in flight when the run ended)"}
 
 
 def _summarize(workload: Any, path: Path) -> pd.DataFrame:

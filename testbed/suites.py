@@ -197,3 +197,103 @@ def run_scale(sizes: tuple[int, ...] = (10, 50, 200), out_root: Path = Path("res
     fig.tight_layout()
     fig.savefig(out / "scale.png", dpi=110)
     return rows, out
+
+
+# ``testbed bench experiments``: every file under experiments/ at a reduced size (issue 17: "every shipped
+# experiment runs"). The overrides are dotted paths, as ``testbed run --set`` takes them; each keeps what the file
+# is about (its planners, variants, scenario events) and cuts what only adds samples (requests, rounds, points of a
+# parameter sweep). A file with no entry here is refused by the unit tests, so a new experiment gets one.
+# ``None``: the file needs what this machine may not have (the project's Vagrant VM).
+REDUCED: dict[str, dict[str, Any] | None] = {
+    "adaptive_replanning.yaml": {"workload.params.requests_per_planner": 4,
+                                 "workload.params.link_change.after_requests": 2},
+    "blockfl.yaml": {"workload.params.rounds": 2},
+    "chain_offloading.yaml": {"workload.params.requests": 2},
+    "deepthings_link_sweep.yaml": {"workload.params.devices": [1, 4], "workload.params.link_mbit": [90],
+                                   "workload.params.frames": 2},
+    "deepthings_yolo.yaml": {"workload.params.devices": [1, 4], "workload.params.grids": [[3, 3]],
+                             "workload.params.frames": 2},
+    "demo.yaml": {"workload.params.requests_per_device": 2},
+    "device_churn.yaml": {"workload.params.requests_per_device": 120},  # 12 s: both events and the rejoin
+    "edge_crash.yaml": {},  # 7.5 s of frames: the crash (5 s) falls inside
+    "fl_async.yaml": {"workload.params.rounds": 2},
+    "fl_churn.yaml": {"workload.params.rounds": 4},
+    "fl_compare.yaml": {"workload.params.rounds": 2, "workload.params.variants[2].rounds": 2},
+    "fl_scale500.yaml": {"workload.params.rounds": 1},
+    "mobility_walkaway.yaml": {"workload.params.requests_per_planner": 100},
+    "mobility_walkaway_wifi.yaml": None,  # mininet-wifi and mac80211_hwsim: the Vagrant VM
+    "modnn_vgg16.yaml": {"workload.params.devices": [1, 2], "workload.params.link_mbit": [90],
+                         "workload.params.frames": 1},
+    "neurosurgeon_alexnet_sweep.yaml": {"workload.params.uplink_mbit": [100, 1],
+                                        "workload.params.requests_per_planner": 2},
+    "neurosurgeon_regression_sweep.yaml": {"workload.params.uplink_mbit": [100, 1],
+                                           "workload.params.requests_per_planner": 2},
+    "neurosurgeon_uplink_sweep.yaml": {"workload.params.uplink_mbit": [100, 1],
+                                       "workload.params.requests_per_planner": 2},
+    "seed001_executed.yaml": {"workload.params.frames_per_task": 2},
+    "seed001_layer_scheduling.yaml": {"workload.params.repetitions": 1},
+    "seed002_offloading_executed.yaml": {"workload.params.models": ["alexnet"],
+                                         "workload.params.requests_per_algorithm": 2},
+    "seed002_upload_while_query.yaml": {"workload.params.models": ["alexnet"]},
+    "seed002_uploading.yaml": {"workload.params.models": ["alexnet"], "workload.params.offloading_reps": 2},
+    "seed003_early_exit.yaml": {"workload.params.epochs": 3, "workload.params.thresholds": [0.1, 0.8],
+                                "workload.params.edgent.batches": 4,
+                                "workload.params.edgent.change_after_batches": 2},
+    "seed004_dil.yaml": {"workload.params.demonstrations": 20000, "workload.params.test_states": 2000,
+                         "workload.params.dqn_steps": 1000, "workload.params.decision_time_t": [4, 6, 8],
+                         "workload.params.testbed_demonstrations": 5000, "workload.params.execute_states": 1},
+    "split_compression.yaml": {"workload.params.requests_per_planner": 2},
+}
+
+
+def shipped_experiments() -> list[Path]:
+    """The experiment files the project ships (``experiments/*.yaml``), in name order."""
+    return sorted((ROOT / "experiments").glob("*.yaml"))
+
+
+def run_shipped(out_root: Path = Path("results/bench"), only: str | None = None,
+                progress: Any = None) -> tuple[list[dict[str, Any]], Path]:
+    """Run every shipped experiment at its ``REDUCED`` size, one after another; a row per file with its status
+    (complete, failed, error, skipped), wall and emulated seconds, the time dilation and the first error. One
+    failing file does not stop the others. Writes ``summary.json`` in the returned directory."""
+    from testbed.config.loader import load_experiment
+    from testbed.runner import run_experiment
+
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = out_root / f"experiments-{stamp}"
+    out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    for f in shipped_experiments():
+        if only and only not in f.name:
+            continue
+        row: dict[str, Any] = {"experiment": f.name, "status": "", "wall_s": None, "emulated_s": None,
+                               "time_dilation": None, "error": "", "run": ""}
+        rows.append(row)
+        if f.name not in REDUCED:
+            row.update(status="error", error=f"no reduced size for {f.name}: add it to REDUCED in testbed/suites.py")
+            continue
+        over = REDUCED[f.name]
+        if over is None:
+            from testbed.emulation.mnbackend import find_mininet
+
+            py, why = find_mininet(wifi=True)
+            if py is None:
+                row.update(status="skipped", error=f"needs the project's Vagrant VM ({why})")
+                continue
+            over = {}
+        if progress:
+            progress(f.name)
+        t0 = time.monotonic()
+        try:
+            outcome = run_experiment(load_experiment(f, overrides=over), out / "runs")
+        except Exception as exc:  # one broken file must not hide the others
+            row.update(status="failed", wall_s=time.monotonic() - t0, error=f"{type(exc).__name__}: {exc}"[:500])
+            continue
+        t = outcome.manifest.get("time", {})
+        row.update(status=outcome.status, wall_s=time.monotonic() - t0, emulated_s=t.get("emulated_s"),
+                   time_dilation=t.get("time_dilation"), run=str(outcome.path),
+                   error=str(outcome.manifest.get("error") or "")[:500])
+    from testbed.results import write_json
+
+    write_json(out / "summary.json", rows)
+    return rows, out

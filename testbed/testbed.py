@@ -97,6 +97,10 @@ class Testbed:
         self._crashed: set[str] = set()
         self.absent: set[str] = set()  # nodes that left (scenario churn)
         self._pending_spans: list[dict[str, Any]] = []
+        self._ray_pids: list[tuple[int, float]] = []  # the processes of a Ray this run started (pid, start time)
+        # per node, requests begun and recorded: as of the last drain, and what crashed processes had counted
+        self._request_counts: dict[str, dict[str, int]] = {}
+        self._retired_counts: dict[str, dict[str, int]] = {}
         self._pending_samples: list[dict[str, Any]] = []
         self._ports: dict[str, int] = {}
 
@@ -136,9 +140,12 @@ class Testbed:
             MininetNetwork.check_mininet(self.links_backend == "mininet-wifi")
         if self.compute_backend == "cgroup" and os.geteuid() != 0:
             raise PrivilegeError("the cgroup compute backend needs root; use backends: {compute: dilation}")
-        if not ray.is_initialized():
+        own_ray = not ray.is_initialized()
+        if own_ray:
             init_ray(self.address)
-            self._stack.callback(ray.shutdown)
+            self._stack.callback(self._shutdown_ray)
+            if self.address is None:
+                self._record_ray_processes()
         self.timings["ray_init_s"] = time.monotonic() - t0  # wall: set-up timings
         store = CalibrationStore.load()
         self._choose_dilation(store)
@@ -176,6 +183,8 @@ class Testbed:
         t2 = time.monotonic()  # wall: set-up timings
         self._start_actors()
         self.timings["actors_start_s"] = time.monotonic() - t2  # wall: set-up timings
+        if own_ray and self.address is None:
+            self._record_ray_processes()
 
     def _choose_dilation(self, store: CalibrationStore) -> None:
         """Resolve ``k`` (before any link or cap is set: both depend on it) and configure it in this process."""
@@ -399,6 +408,47 @@ class Testbed:
         except Exception:  # the node may have crashed; it is killed next anyway
             pass
         self._kill_and_wait(actor, pid)
+
+    def _record_ray_processes(self) -> None:
+        """A Ray this run started on this machine is the run's too: its GCS, raylet, agents and idle workers are
+        recorded, so that ``testbed clean`` ends them if the runner alone is killed (found by ``testbed bench
+        soak``: a runner SIGKILLed during teardown left Ray's dashboard and runtime-env agents running). They exist
+        only once ``ray.init`` has started them, so they are recorded just after, not before: once then, and again
+        once the actors are up (what Ray started meanwhile; the actors' own processes are recorded already)."""
+        import psutil
+
+        known = {str(p) for g in self.groups.values() for p in g.pids if p} | {str(p) for p, _ in self._ray_pids}
+        for p in psutil.Process().children(recursive=True):
+            try:
+                if str(p.pid) not in known:
+                    self.ledger.record("pid", f"ray-{p.pid}", pid=p.pid, start=p.create_time())
+                    self._ray_pids.append((p.pid, p.create_time()))
+            except psutil.NoSuchProcess:
+                continue
+
+    def _shutdown_ray(self) -> None:
+        """Stop the Ray this run started, then make sure its processes are gone (killing any that linger)."""
+        import psutil
+        import ray
+
+        ray.shutdown()
+        procs = []
+        for pid, start in self._ray_pids:
+            try:
+                p = psutil.Process(pid)
+                if abs(p.create_time() - start) < 1.0:
+                    procs.append(p)
+            except psutil.NoSuchProcess:
+                pass
+        _, alive = psutil.wait_procs(procs, timeout=10)
+        for p in alive:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(alive, timeout=5)
+        for pid, _ in self._ray_pids:
+            self.ledger.forget("pid", f"ray-{pid}")
 
     def _kill_and_wait(self, actor: Any, pid: int) -> None:
         """Kill an actor and wait for its process to exit: a process with sockets in a namespace keeps
@@ -668,9 +718,14 @@ class Testbed:
                                  "so one of them cannot crash alone")
         if node in self._crashed:
             return
-        spans, samples = ray.get(g.node_actor.drain.remote(), timeout=30)
+        spans, samples, counts = ray.get(g.node_actor.drain.remote(), timeout=30)
         self._pending_spans += spans
         self._pending_samples += samples
+        for n, c in counts.items():  # what the crashed processes counted; the restarted ones count from zero
+            r = self._retired_counts.setdefault(n, {"started": 0, "recorded": 0})
+            r["started"] += c["started"]
+            r["recorded"] += c["recorded"]
+            self._request_counts.pop(n, None)
         self._crashed.add(node)
         self._kill_and_wait(g.node_actor, g.pids[0])
         self._kill_and_wait(g.compute_actor, g.pids[1])
@@ -782,10 +837,21 @@ class Testbed:
 
         spans, self._pending_spans = self._pending_spans, []
         samples, self._pending_samples = self._pending_samples, []
-        for s, r in ray.get([g.node_actor.drain.remote() for g in self._live_groups()], timeout=timeout):
+        for s, r, c in ray.get([g.node_actor.drain.remote() for g in self._live_groups()], timeout=timeout):
             spans += s
             samples += r
+            self._request_counts.update(c)
         return spans, samples
+
+    def request_counts(self) -> dict[str, dict[str, int]]:
+        """Per node, the requests its workload began and the request spans it recorded, as of the last drain
+        (a node that crashed keeps what it had counted, and counts on from its restart)."""
+        out = {n: dict(c) for n, c in self._retired_counts.items()}
+        for n, c in self._request_counts.items():
+            o = out.setdefault(n, {"started": 0, "recorded": 0})
+            o["started"] += c["started"]
+            o["recorded"] += c["recorded"]
+        return out
 
     def placement(self) -> dict[str, dict[str, Any]]:
         """Where each node's actor runs (Ray node id, pid, host)."""

@@ -21,23 +21,9 @@ def is_root() -> bool:
 
 def leftovers() -> list[str]:
     """Kernel objects of ours that exist right now (namespaces, cgroups, host veths, blackhole route)."""
-    out: list[str] = []
-    from testbed.emulation.netns import list_netns
+    from testbed.lifecycle.cleanup import present_objects
 
-    out += [f"netns {n}" for n in list_netns("tb-")]
-    if is_root():
-        from testbed.emulation.cgroups import list_leaves
-        from testbed.lifecycle.cleanup import VETH_PREFIX, blackhole_present
-
-        out += [f"cgroup {d}" for d in list_leaves("tb-")]
-        from pyroute2 import IPRoute
-
-        with IPRoute() as ip:
-            out += [f"veth {lk.get_attr('IFLA_IFNAME')}" for lk in ip.get_links()
-                    if (lk.get_attr("IFLA_IFNAME") or "").startswith(VETH_PREFIX)]
-        if blackhole_present("198.18.0.0/15"):
-            out.append("blackhole 198.18.0.0/15")
-    return out
+    return present_objects()
 
 
 @pytest.fixture(autouse=True)

@@ -419,15 +419,17 @@ def _print_rows(rows: list[Any]) -> None:
 
 @app.command()
 def bench(which: Annotated[str, typer.Argument(
-              help="suites: fidelity | seeds | scale; single benchmarks: links | transport | classes | demo | "
-                   "dilation | classes-all | fl-flower | chain | trace | all")] = "all",
+              help="suites: fidelity | seeds | scale | experiments | soak; single benchmarks: links | transport | "
+                   "classes | demo | dilation | classes-all | fl-flower | chain | trace | all")] = "all",
           out: Annotated[Path, typer.Option(help="where to store the JSON record")] = Path("results/bench"),
           size: Annotated[str, typer.Option(help="suite size (fidelity, seeds): quick (under 10 min) or full")]
           = "quick",
-          only: Annotated[str | None, typer.Option(help="seeds suite: only entries whose name contains this")] = None,
+          only: Annotated[str | None, typer.Option(help="seeds, experiments: only entries whose name contains this")]
+          = None,
           url: Annotated[str | None, typer.Option(help="chain: also time a JSON-RPC node on this machine")] = None,
           quick: Annotated[bool, typer.Option("--quick", help="same as --size quick")] = False,
           full: Annotated[bool, typer.Option("--full", help="same as --size full")] = False,
+          runs: Annotated[int, typer.Option(help="soak: how many killed runs", min=1, max=1000)] = 50,
           load: Annotated[bool, typer.Option("--load", help="run beside a CPU-burning competitor on every core "
                                                            "(the host made slower; killed when the bench ends)")]
           = False,
@@ -447,18 +449,24 @@ def bench(which: Annotated[str, typer.Argument(
 
         with competitor() as pids:
             console.print(f"CPU-burning competitor on every core: pids {', '.join(map(str, pids))}")
-            _bench(which, out, size, only, url, b)
+            _bench(which, out, size, only, url, b, runs)
         return
-    _bench(which, out, size, only, url, b)
+    _bench(which, out, size, only, url, b, runs)
 
 
-def _bench(which: str, out: Path, size: str, only: str | None, url: str | None, b: Any) -> None:
+def _bench(which: str, out: Path, size: str, only: str | None, url: str | None, b: Any, runs: int = 50) -> None:
     import datetime as dt
 
     from testbed import bench_time as bt
 
     if which == "seeds":
         _seeds(size, out, only)
+        return
+    if which == "experiments":
+        _experiments(out, only)
+        return
+    if which == "soak":
+        _soak(out, runs)
         return
     if which == "scale":
         import pandas as pd
@@ -504,6 +512,69 @@ def _bench(which: str, out: Path, size: str, only: str | None, url: str | None, 
     f = out / f"{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-{label}.json"
     f.write_text(json.dumps(b.as_records(rows), indent=2))
     console.print(f"record: {f}  ({sum(r.ok for r in rows)}/{len(rows)} within tolerance)")
+
+
+def _soak(out: Path, runs: int) -> None:
+    """Runs SIGKILLed at random moments (build, mid-run, teardown; the runner alone or its group), each followed by
+    ``testbed clean``: nothing of ours may be left (testbed/soak.py)."""
+    from testbed.soak import run_soak
+
+    try:
+        with console.status(f"soak: {runs} killed runs ...") as st:
+            def step(i: int, r: dict[str, Any]) -> None:
+                state = "clean" if r["ok"] else f"LEFT {r['leftovers'][:2]}"
+                st.update(f"soak: {i + 1}/{runs} ({r['phase']}, {r['kill']}: {state})")
+
+            rows, d = run_soak(runs, out_root=out, progress=step)
+    except TestbedError as exc:
+        fail(exc)
+    t = Table(title=f"soak: {runs} runs killed at random moments, then testbed clean")
+    for c in ("phase", "kill", "runs", "killed at (s, median)", "processes seen (median)", "clean", "left behind"):
+        t.add_column(c, overflow="fold")
+    import statistics
+
+    for phase in ("build", "mid-run", "teardown"):
+        for kill in ("runner", "group"):
+            sel = [r for r in rows if r["phase"] == phase and r["kill"] == kill]
+            if not sel:
+                continue
+            left = sorted({x for r in sel for x in r["leftovers"]} | {"(phase not reached)" for r in sel
+                                                                      if not r["reached"]})
+            t.add_row(phase, kill, str(len(sel)), f"{statistics.median(r['killed_at_s'] or 0 for r in sel):.1f}",
+                      f"{statistics.median(r.get('processes_seen', 0) for r in sel):g}",
+                      f"{sum(r['ok'] for r in sel)}/{len(sel)}", "; ".join(left[:6]))
+    console.print(t)
+    ok = sum(r["ok"] for r in rows)
+    console.print(f"measured: {ok}/{len(rows)} runs left nothing behind (target: {len(rows)}/{len(rows)}); "
+                  f"record: {d / 'summary.json'}")
+    if ok < len(rows):
+        raise typer.Exit(1)
+
+
+def _experiments(out: Path, only: str | None) -> None:
+    """Every file under experiments/ at its reduced size (testbed/suites.py ``REDUCED``): which complete."""
+    from testbed.suites import run_shipped
+
+    with console.status("shipped experiments ...") as st:
+        rows, d = run_shipped(out, only, progress=lambda name: st.update(f"experiments: {name}"))
+    t = Table(title="every shipped experiment, reduced size")
+    for c in ("experiment", "status", "wall s", "emulated s", "k", "error"):
+        t.add_column(c, overflow="fold")
+    colour = {"complete": "green", "skipped": "yellow"}
+
+    def num(v: float | None) -> str:
+        return "" if v is None else f"{v:.1f}"
+
+    for r in rows:
+        t.add_row(r["experiment"], f"[{colour.get(r['status'], 'red')}]{r['status']}[/]", num(r["wall_s"]),
+                  num(r["emulated_s"]), "" if r["time_dilation"] is None else f"{r['time_dilation']:g}",
+                  r["error"])
+    console.print(t)
+    done = sum(r["status"] == "complete" for r in rows)
+    ran = sum(r["status"] != "skipped" for r in rows)
+    console.print(f"{done}/{ran} complete ({len(rows) - ran} skipped); record: {d / 'summary.json'}")
+    if done < ran:
+        raise typer.Exit(1)
 
 
 def _seeds(size: str, out: Path, only: str | None) -> None:

@@ -232,7 +232,8 @@ class MininetNetwork(KernelNetwork):
     def build(self) -> None:
         import psutil
 
-        from testbed.emulation.netns import add_node_address, attach_netns, setup_interface
+        from testbed import clock
+        from testbed.emulation.netns import add_node_address, attach_netns, dilate_tcp_timers, setup_interface
 
         py = self.check_mininet(self.wifi)
         self.check_host(self.topology)
@@ -264,6 +265,8 @@ class MininetNetwork(KernelNetwork):
             self.ledger.record("netns", self.ns(node))
             attach_netns(self.ns(node), pids[names[node]])
             add_node_address(self.ns(node), spec.address)
+            if clock.dilation() != 1.0:
+                self.tcp_rto_min_us = dilate_tcp_timers(self.ns(node), clock.dilation())
         for w in self.plan["wired"]:
             if w["node_a"] is not None:
                 setup_interface(self.ns(w["node_a"]), w["intf_a"], w["final"], w["addrs_a"], w["prefixlen"])

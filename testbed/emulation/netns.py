@@ -215,6 +215,30 @@ def add_node_address(ns: str, address: str) -> None:
         n.addr("add", index=idx, address=address, prefixlen=32)
 
 
+TCP_RTO_MIN_US = 200_000  # Linux's default minimum retransmission timeout (TCP_RTO_MIN, HZ/5)
+
+
+def dilate_tcp_timers(ns: str, k: float) -> int | None:
+    """Stretch TCP's minimum retransmission timeout in ``ns`` by the run's time dilation ``k``
+    (``net.ipv4.tcp_rto_min_us``, a per-namespace setting since Linux 6.11), capped at the namespace's maximum RTO.
+
+    Under dilation a full frame on a slow link takes ``k`` times longer in wall time: at 0.1 Mbit/s emulated and
+    ``k`` = 50 each 1448-byte segment is 5.8 s of wall time, far past the 200 ms minimum, so TCP timed out between
+    ACKs that were on their way, collapsed its window and left the link idle (goodput -28 %). Stretched, ACKs that
+    arrive once per emulated segment time re-arm the timer as they would at the emulated rate. Returns the value
+    set, or None where the kernel lacks the setting (its TCP then keeps wall-time timers, as the manifest says).
+    The initial RTO (1 s) and delayed-ACK timers have no such setting and stay on wall time."""
+    with in_netns(ns):
+        f = Path("/proc/sys/net/ipv4/tcp_rto_min_us")
+        if not f.exists():
+            return None
+        cap = Path("/proc/sys/net/ipv4/tcp_rto_max_ms")
+        cap_us = int(cap.read_text()) * 1000 if cap.exists() else 120_000_000
+        us = max(1, min(round(TCP_RTO_MIN_US * k), cap_us))
+        f.write_text(f"{us}\n")
+        return us
+
+
 def add_route(ns: str, dst: str, gateway: str, src: str | None = None) -> None:
     with ipr(ns) as n:
         kw = {"dst": dst, "gateway": gateway}

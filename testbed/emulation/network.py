@@ -50,6 +50,7 @@ class NetworkBackend(ABC):
         self.run_id = run_id
         self.ledger = ledger
         self._holds: dict[int, set[str]] = {}  # link -> what holds it down (outages, partitions, absent nodes)
+        self.tcp_rto_min_us: int | None = None  # TCP's minimum RTO in the namespaces, when stretched by k
 
     @abstractmethod
     def build(self) -> None:
@@ -169,7 +170,8 @@ class KernelNetwork(NetworkBackend):
                         path="address_pool", fix="choose an address_pool inside 198.18.0.0/15 that no host route uses")
 
     def build(self) -> None:
-        from testbed.emulation.netns import add_node_address, create_netns, create_veth
+        from testbed import clock
+        from testbed.emulation.netns import add_node_address, create_netns, create_veth, dilate_tcp_timers
 
         self.check_host(self.topology)
         topo = self.topology
@@ -178,6 +180,8 @@ class KernelNetwork(NetworkBackend):
             self.ledger.record("netns", self.ns(name))
             create_netns(self.ns(name))
             add_node_address(self.ns(name), node.address)
+            if clock.dilation() != 1.0:
+                self.tcp_rto_min_us = dilate_tcp_timers(self.ns(name), clock.dilation())
         for link in topo.links:
             ha, hb = host_ifnames(self.run_id, link.index)
             self.ledger.record("veth", ha)

@@ -276,3 +276,24 @@ def _sweep_prefix(report: CleanReport) -> None:
 
 
 VETH_PREFIX = "tbv"  # host-side transient veth names: tbv<run6><idx><a|b>
+
+
+def present_objects() -> list[str]:
+    """Kernel objects with our name prefix that exist right now, whoever made them: namespaces, and as root
+    cgroup leaves, host-side veths and the blackhole route (what the tests and ``testbed bench soak`` check)."""
+    from testbed.emulation.netns import list_netns
+
+    out = [f"netns {n}" for n in list_netns(PREFIX)]
+    if os.geteuid() != 0:
+        return out
+    from pyroute2 import IPRoute
+
+    from testbed.emulation.cgroups import list_leaves
+
+    out += [f"cgroup {d}" for d in list_leaves(PREFIX)]
+    with IPRoute() as ip:
+        out += [f"veth {lk.get_attr('IFLA_IFNAME')}" for lk in ip.get_links()
+                if (lk.get_attr("IFLA_IFNAME") or "").startswith(VETH_PREFIX)]
+    if blackhole_present("198.18.0.0/15"):
+        out.append("blackhole 198.18.0.0/15")
+    return out

@@ -183,3 +183,31 @@ def test_tbf_is_exact_at_two_kbit_per_second_of_wall_time() -> None:
         ledger.close()
     assert not report.failed, report.failed
     assert not ledger.path.exists()
+
+
+@pytest.mark.privileged("a network namespace")
+def test_tcp_minimum_rto_is_stretched_in_the_namespace_only() -> None:
+    """Under dilation k each node namespace's TCP minimum RTO is 200 ms x k (capped at its maximum RTO); the
+    host's own is untouched."""
+    from testbed.emulation.netns import TCP_RTO_MIN_US, create_netns, dilate_tcp_timers, in_netns
+
+    host = Path("/proc/sys/net/ipv4/tcp_rto_min_us")
+    if not host.exists():
+        pytest.skip("this kernel has no net.ipv4.tcp_rto_min_us (Linux < 6.11): TCP's timers stay on wall time")
+    before = host.read_text()
+    ns = f"tb-rto{os.getpid() % 100000}"
+    ledger = Ledger(f"rto{os.getpid() % 100000}")
+    report = CleanReport()
+    try:
+        ledger.record("netns", ns)
+        create_netns(ns)
+        assert dilate_tcp_timers(ns, 50) == 50 * TCP_RTO_MIN_US
+        with in_netns(ns):
+            assert int(host.read_text()) == 50 * TCP_RTO_MIN_US
+            cap_us = int(Path("/proc/sys/net/ipv4/tcp_rto_max_ms").read_text()) * 1000
+        assert dilate_tcp_timers(ns, 10_000) == cap_us  # never past the largest RTO the namespace allows
+        assert host.read_text() == before
+    finally:
+        clean_entries(ledger.pending(), ledger, report)
+        ledger.close()
+    assert not report.failed, report.failed

@@ -127,6 +127,27 @@ def test_all_shipped_files_validate() -> None:
         load_any(f)
 
 
+def test_every_shipped_experiment_has_a_reduced_size_that_validates() -> None:
+    """``testbed bench experiments`` runs each file at its reduced size: every file has one, each override names a
+    value of its file and reaches the validated parameters unchanged, and the result validates."""
+    from testbed.config.loader import load_experiment
+    from testbed.suites import REDUCED, shipped_experiments
+
+    names = {f.name for f in shipped_experiments()}
+    assert names == set(REDUCED), f"add to / remove from REDUCED: {sorted(names ^ set(REDUCED))}"
+    for f in shipped_experiments():
+        over = REDUCED[f.name]
+        if over is None:
+            continue
+        exp = load_experiment(f, overrides=over)
+        for k, v in over.items():
+            got = exp.params.model_dump() if k.startswith("workload.params.") else None
+            if got is not None:
+                for step in k.removeprefix("workload.params.").replace("]", "").replace("[", ".").split("."):
+                    got = got[int(step)] if step.isdigit() else got[step]
+                assert got == v, (f.name, k, got, v)
+
+
 def test_schema_export() -> None:
     from testbed.config.models import ExperimentSpec, TopologySpec
 

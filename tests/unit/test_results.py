@@ -145,3 +145,39 @@ def test_compare_sets_runs_side_by_side_with_what_differs(tmp_path: Path) -> Non
     assert doc["differences"][0]["setting"].endswith("requests_per_device")
     assert set(doc["table"][0]) == {"device", "phase", "compute_ms [a]", "compute_ms [b]", "compute_ms ratio"}
     assert CliRunner().invoke(app, ["compare", str(a), str(tmp_path / "none")]).exit_code == 2
+
+
+def test_span_buffer_counts_each_request_once_across_concurrent_drains() -> None:
+    """A request is either in a drain's spans or still begun-and-unrecorded in its counts, never both: the
+    manifest's ``requests.lost`` rests on it."""
+    import threading
+
+    from testbed.metrics import SpanBuffer, make_span
+
+    buf = SpanBuffer()
+    n = 20000
+    stop = threading.Event()
+    drained: list[dict[str, object]] = []
+
+    def requests() -> None:
+        for i in range(n):
+            buf.begin("cam")
+            buf.add(make_span("r", "cam", "compute", 0, 1, request_id=i))  # not a request span: not counted
+            buf.add(make_span("r", "cam", "request", 0, 1, request_id=i))
+        stop.set()
+
+    t = threading.Thread(target=requests)
+    t.start()
+    checks = 0
+    while not stop.is_set() or checks == 0:
+        spans, counts = buf.drain_counted()
+        drained += spans
+        got = sum(1 for s in drained if s["kind"] == "request")
+        c = counts.get("cam", {"started": 0, "recorded": 0})
+        assert c["recorded"] == got and 0 <= c["started"] - c["recorded"] <= 1
+        checks += 1
+    t.join()
+    spans, counts = buf.drain_counted()
+    drained += spans
+    assert counts == {"cam": {"started": n, "recorded": n}}
+    assert sum(1 for s in drained if s["kind"] == "request") == n

@@ -76,6 +76,8 @@ class InferenceRole:
                 continue
             x = self._frame(rt)
             rid = first_id + i if record else -1
+            if record:
+                rt.begin_request()
             t0 = clock.now_ns()
             status = "ok"
             if target == rt.name:

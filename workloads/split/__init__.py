@@ -177,6 +177,8 @@ class SplitRole:
                 while (wait := next_start - clock.now_ns()) > 0:
                     clock.sleep(wait / 1e9)
                 next_start += int(interval_ms * 1e6)
+            if record:
+                rt.begin_request()
             t0 = clock.now_ns()
             if c1 > 0:
                 x = rt.compute(key, x, rid, 0, c1)
