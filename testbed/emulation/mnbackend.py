@@ -233,7 +233,13 @@ class MininetNetwork(KernelNetwork):
         import psutil
 
         from testbed import clock
-        from testbed.emulation.netns import add_node_address, attach_netns, dilate_tcp_timers, setup_interface
+        from testbed.emulation.netns import (
+            add_node_address,
+            attach_netns,
+            dilate_tcp_timers,
+            pin_neighbours,
+            setup_interface,
+        )
 
         py = self.check_mininet(self.wifi)
         self.check_host(self.topology)
@@ -271,6 +277,9 @@ class MininetNetwork(KernelNetwork):
             if w["node_a"] is not None:
                 setup_interface(self.ns(w["node_a"]), w["intf_a"], w["final"], w["addrs_a"], w["prefixlen"])
             setup_interface(self.ns(w["node_b"]), w["intf_b"], w["final"], w["addrs_b"], w["prefixlen"])
+            if w["node_a"] is not None and len(w["addrs_a"]) == 1 and len(w["addrs_b"]) == 1:  # no ARP on a link
+                pin_neighbours(self.ns(w["node_a"]), w["final"], w["addrs_a"][0], self.ns(w["node_b"]), w["final"],
+                               w["addrs_b"][0])
             if w["index"] is not None:
                 self._shape(w["index"])
         for r in self.plan["radio"]:

@@ -81,19 +81,6 @@ def test_tbf_message_carries_the_burst_and_rate64() -> None:
         assert opts.get_attr("TCA_TBF_PARMS")["limit"] == 51_604
 
 
-def _static_neighbours(ns_a: str, ns_b: str, ifname: str, addr_a: str, addr_b: str) -> None:
-    """Permanent ARP entries both ways: no ARP packet shares the shaped link."""
-    from testbed.emulation.netns import ipr
-
-    macs = {}
-    for ns in (ns_a, ns_b):
-        with ipr(ns) as n:
-            macs[ns] = n.get_links(n.link_lookup(ifname=ifname)[0])[0].get_attr("IFLA_ADDRESS")
-    for ns, peer, peer_addr in ((ns_a, ns_b, addr_b), (ns_b, ns_a, addr_a)):
-        with ipr(ns) as n:
-            n.neigh("add", dst=peer_addr, lladdr=macs[peer], ifindex=n.link_lookup(ifname=ifname)[0], state=0x80)
-
-
 @pytest.mark.privileged("tc on a veth pair")
 def test_tbf_is_exact_at_two_kbit_per_second_of_wall_time() -> None:
     """20 kbit/s emulated at k = 10: 2 kbit/s of wall rate, where pyroute2's plain TBF delivered nothing."""
@@ -120,7 +107,10 @@ def test_tbf_is_exact_at_two_kbit_per_second_of_wall_time() -> None:
         for ns in (ns_a, ns_b):
             with in_netns(ns):
                 assert Path("/proc/sys/net/ipv6/conf/t0/disable_ipv6").read_text().strip() == "1"
-        _static_neighbours(ns_a, ns_b, "t0", addr_a, addr_b)
+        for ns, peer in ((ns_a, addr_b), (ns_b, addr_a)):  # create_veth pins ARP: none shares the shaped link
+            with ipr(ns) as n:
+                (nb,) = [x for x in n.get_neighbours(dst=peer)]
+                assert nb["state"] == 0x80  # NUD_PERMANENT
         with clock.dilated(10):
             tc.apply_rate(ns_a, "t0", LinkSpec(rate_mbit=0.02))
         p = tc.tbf_params(0.02, 10)
