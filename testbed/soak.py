@@ -53,12 +53,12 @@ scenario:
 
 def _wait_for(cond: Callable[[], bool], proc: subprocess.Popen[bytes], timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s  # wall: a bound on a real process, not emulated time
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline:  # wall: a real process, not emulated time
         if cond():
             return True
         if proc.poll() is not None:
             return False
-        time.sleep(0.05)  # polling files the run writes
+        time.sleep(0.05)  # wall: polling files the run writes
     return False
 
 
@@ -95,7 +95,7 @@ def soak_once(i: int, exp: Path, out: Path, state: Path, rng: random.Random) -> 
     phase, group = PHASES[i % len(PHASES)], i % 2 == 1
     env = dict(os.environ, TESTBED_STATE_DIR=str(state))
     res = out / f"run{i:03d}"
-    t0 = time.monotonic()
+    t0 = time.monotonic()  # wall: a real process, not emulated time
     proc = subprocess.Popen([sys.executable, "-m", "testbed.cli.app", "run", str(exp), "--out", str(res), "--no-fit"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=env)
     row: dict[str, Any] = {"run": i, "phase": phase, "kill": "group" if group else "runner", "killed_at_s": None,
@@ -110,13 +110,13 @@ def soak_once(i: int, exp: Path, out: Path, state: Path, rng: random.Random) -> 
         else:
             row["reached"] = _wait_for(spans, proc, 180)
             if phase == "mid-run":
-                time.sleep(rng.uniform(0.0, 2.0))
+                time.sleep(rng.uniform(0.0, 2.0))  # wall: a real process, not emulated time
             else:
                 seen = _descendants(proc.pid)
                 proc.send_signal(signal.SIGTERM)
-                time.sleep(rng.uniform(0.0, 1.5))
+                time.sleep(rng.uniform(0.0, 1.5))  # wall: a real process, not emulated time
         seen = sorted(set(seen) | set(_descendants(proc.pid)))
-        row["killed_at_s"] = round(time.monotonic() - t0, 2)
+        row["killed_at_s"] = round(time.monotonic() - t0, 2)  # wall: a real process, not emulated time
         try:
             if group:
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -130,8 +130,8 @@ def soak_once(i: int, exp: Path, out: Path, state: Path, rng: random.Random) -> 
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(60)
     deadline = time.monotonic() + GRACE_S  # wall: orphans end when they see their runner gone
-    while _alive(seen) and time.monotonic() < deadline:
-        time.sleep(0.2)
+    while _alive(seen) and time.monotonic() < deadline:  # wall: a real process, not emulated time
+        time.sleep(0.2)  # wall: a real process, not emulated time
     clean = subprocess.run([sys.executable, "-m", "testbed.cli.app", "clean"], env=env, capture_output=True,
                            text=True, timeout=300, check=False)
     left = present_objects() + _alive(seen)

@@ -98,6 +98,7 @@ class Testbed:
         self.absent: set[str] = set()  # nodes that left (scenario churn)
         self._pending_spans: list[dict[str, Any]] = []
         self._ray_pids: list[tuple[int, float]] = []  # the processes of a Ray this run started (pid, start time)
+        self._not_ray: set[int] = set()  # this process's children from before it started Ray
         # per node, requests begun and recorded: as of the last drain, and what crashed processes had counted
         self._request_counts: dict[str, dict[str, int]] = {}
         self._retired_counts: dict[str, dict[str, int]] = {}
@@ -129,6 +130,7 @@ class Testbed:
             self.ledger.close()
 
     def _build(self) -> None:
+        import psutil
         import ray
 
         t0 = time.monotonic()  # wall: set-up timings
@@ -142,6 +144,9 @@ class Testbed:
             raise PrivilegeError("the cgroup compute backend needs root; use backends: {compute: dilation}")
         own_ray = not ray.is_initialized()
         if own_ray:
+            # what this process had already started is not Ray's, and never ours to end (a notebook's own
+            # subprocesses, say): only what appears from here on is recorded as the run's Ray
+            self._not_ray = {p.pid for p in psutil.Process().children(recursive=True)}
             init_ray(self.address)
             self._stack.callback(self._shutdown_ray)
             if self.address is None:
@@ -417,7 +422,8 @@ class Testbed:
         once the actors are up (what Ray started meanwhile; the actors' own processes are recorded already)."""
         import psutil
 
-        known = {str(p) for g in self.groups.values() for p in g.pids if p} | {str(p) for p, _ in self._ray_pids}
+        known = ({str(p) for g in self.groups.values() for p in g.pids if p} | {str(p) for p, _ in self._ray_pids}
+                 | {str(p) for p in self._not_ray})
         for p in psutil.Process().children(recursive=True):
             try:
                 if str(p.pid) not in known:
